@@ -1,0 +1,41 @@
+"""Shared fixtures: small configs on synthetic data that train in a fraction of a second."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from twophase.core.config import RunConfig, load_config
+from twophase.core.plugins import Hooks, create_hooks
+
+SMALL_RUN = {
+    "model.name": "cnn",
+    "model.width": 8,
+    "model.options": {"depth": 2},
+    "data.name": "synthetic",
+    "data.options": {"train_size": 96, "test_size": 48, "image_size": 8, "classes": 4},
+    "data.augmentation": "flip-crop",
+    "optimizer.milestones": ["8"],
+    "train.length": "12",
+    "train.batch_size": 16,
+    "train.checkpoints": "every:4",
+}
+
+
+def small_config(**overrides: Any) -> RunConfig:
+    """Return a 12-step cnn run on 8x8 synthetic images; keyword keys use __ for dots."""
+    values = dict(SMALL_RUN)
+    values.update({key.replace("__", "."): value for key, value in overrides.items()})
+    return load_config(None, values)
+
+
+@pytest.fixture
+def hooks() -> Hooks:
+    return create_hooks()
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep decoded-image caches of the tests out of the user's cache folder."""
+    monkeypatch.setenv("TWOPHASE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

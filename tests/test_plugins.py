@@ -1,0 +1,157 @@
+"""The plugin manager: built-ins through public hooks, blocking, validation, errors."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from tests.conftest import small_config
+from twophase import hookimpl
+from twophase.core import hookspecs
+from twophase.core.errors import PluginError, UnknownNameError
+from twophase.core.plugins import BUILTIN_PLUGINS, create_hooks
+from twophase.core.specs import ModelRequest, ModelSpec
+from twophase.core.training import train
+
+DESIGN_HOOKS = {
+    "on_run_start", "on_step", "on_checkpoint", "on_run_end", "perturb", "measure",
+    "register_models", "register_datasets", "register_perturbations", "register_metrics",
+}
+
+
+def hookspec_functions() -> dict[str, object]:
+    return {
+        name: function
+        for name, function in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(function, "twophase_spec")
+    }
+
+
+def test_every_design_hook_has_a_spec() -> None:
+    assert set(hookspec_functions()) == DESIGN_HOOKS
+
+
+@pytest.mark.parametrize("name", sorted(DESIGN_HOOKS))
+def test_hookspec_has_docstring(name: str) -> None:
+    function = hookspec_functions()[name]
+    doc = inspect.getdoc(function) or ""
+    assert len(doc.splitlines()) >= 3
+    for argument in inspect.signature(function).parameters:
+        assert f"{argument}:" in doc, argument
+
+
+def test_builtins_register_through_hooks() -> None:
+    hooks = create_hooks()
+    plugin_names = {entry.plugin for entry in hooks.registry.models.values()}
+    plugin_names |= {entry.plugin for entry in hooks.registry.datasets.values()}
+    assert plugin_names == set(BUILTIN_PLUGINS)
+    assert all(hooks.manager.get_plugin(name) is not None for name in BUILTIN_PLUGINS)
+
+
+def test_block_variable_removes_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWOPHASE_BLOCK_PLUGINS", "twophase.plugins.models")
+    hooks = create_hooks()
+    assert hooks.registry.models == {}
+    assert "digits" in hooks.registry.datasets
+    with pytest.raises(UnknownNameError, match="unknown model 'resnet20'"):
+        hooks.registry.model("resnet20")
+
+
+class TinyModelPlugin:
+    @hookimpl
+    def register_models(self) -> list[ModelSpec]:
+        def build(request: ModelRequest) -> nn.Module:
+            return nn.Sequential(nn.Flatten(), nn.Linear(request.in_channels * 64, request.num_classes))
+
+        return [ModelSpec("tiny-linear", build, "a linear model on 8x8 images")]
+
+
+def test_third_party_model_trains(tmp_path: Path) -> None:
+    hooks = create_hooks(plugins=[TinyModelPlugin()])
+    result = train(small_config(model__name="tiny-linear", model__width=None, model__options={}), tmp_path, hooks=hooks)
+    assert result.complete
+
+
+def test_duplicate_name_names_both_plugins() -> None:
+    class Shadow:
+        @hookimpl
+        def register_models(self) -> list[ModelSpec]:
+            return [ModelSpec("resnet20", lambda request: nn.Identity(), "a second resnet20")]
+
+    hooks = create_hooks(plugins=[Shadow()])
+    with pytest.raises(PluginError, match=r"model 'resnet20' is registered by both .*twophase.plugins.models"):
+        hooks.registry  # noqa: B018
+
+
+def test_unknown_hook_rejected() -> None:
+    class Misspelled:
+        @hookimpl
+        def on_stepp(self, run: object) -> None:
+            pass
+
+    with pytest.raises(PluginError, match="on_stepp"):
+        create_hooks(plugins=[Misspelled()])
+
+
+def test_wrong_hook_arguments_rejected() -> None:
+    class WrongArguments:
+        @hookimpl
+        def on_step(self, run: object, steps: int) -> None:
+            pass
+
+    with pytest.raises(PluginError, match="steps"):
+        create_hooks(plugins=[WrongArguments()])
+
+
+def test_failing_hook_names_plugin_and_step(tmp_path: Path) -> None:
+    class Faulty:
+        @hookimpl
+        def on_step(self, run: object, step: int, loss: float) -> None:
+            if step == 3:
+                raise ValueError("broken metric")
+
+    hooks = create_hooks(plugins=[Faulty()])
+    with pytest.raises(PluginError, match=r"plugin '.*' failed in hook on_step at step 3 of run train: ValueError: broken metric"):
+        train(small_config(), tmp_path, hooks=hooks)
+
+
+def test_hooks_receive_every_step_and_checkpoint(tmp_path: Path) -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.events: list[tuple[str, int]] = []
+
+        @hookimpl
+        def on_run_start(self, run: object) -> None:
+            self.events.append(("start", run.step))  # type: ignore[attr-defined]
+
+        @hookimpl
+        def on_step(self, run: object, step: int, loss: float) -> None:
+            self.events.append(("step", step))
+
+        @hookimpl
+        def on_checkpoint(self, run: object, step: int, state: object) -> None:
+            self.events.append(("checkpoint", step))
+
+        @hookimpl
+        def on_run_end(self, run: object) -> None:
+            self.events.append(("end", run.step))  # type: ignore[attr-defined]
+
+    recorder = Recorder()
+    train(small_config(train__checkpoints="0,6"), tmp_path, hooks=create_hooks(plugins=[recorder]))
+    assert recorder.events[:2] == [("start", 0), ("checkpoint", 0)]
+    assert [step for kind, step in recorder.events if kind == "step"] == list(range(1, 13))
+    assert [step for kind, step in recorder.events if kind == "checkpoint"] == [0, 6, 12]
+    assert recorder.events[-1] == ("end", 12)
+
+
+def test_unknown_model_lists_close_matches() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean resnet20"):
+        create_hooks().registry.model("resnet2")
+
+
+def test_unknown_dataset_lists_close_matches() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean cifar10"):
+        create_hooks().registry.dataset("cifar11")

@@ -1,0 +1,174 @@
+"""The training loop: exact resume, untouched parents, curves, faults and output folders."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from tests.conftest import small_config
+from twophase.core.errors import OutputError, TrainingDivergedError
+from twophase.core.plugins import Hooks
+from twophase.core.run import Run, build_model, build_optimizer, make_plan
+from twophase.core.state import TrainingState, state_file_name
+from twophase.core.stream import DataStream
+from twophase.core.training import load_data, train
+
+SMALL_MODEL_ARGS = [
+    "--model", "cnn", "--width", "8", "--model-option", "depth=2",
+    "--dataset", "synthetic",
+    "--data-option", "train_size=96", "--data-option", "test_size=48",
+    "--data-option", "image_size=8", "--data-option", "classes=4",
+    "--augmentation", "flip-crop", "--milestones", "8",
+    "--batch-size", "16", "--checkpoints", "every:4", "--no-progress",
+]
+SMALL_RUN_ARGS = [*SMALL_MODEL_ARGS, "--steps", "12"]
+
+
+def final_state(out: Path, step: int = 12) -> TrainingState:
+    return TrainingState.load(out / "checkpoints" / state_file_name(step))
+
+
+def assert_states_equal(a: TrainingState, b: TrainingState) -> None:
+    assert a.model.keys() == b.model.keys()
+    for key in a.model:
+        assert torch.equal(a.model[key], b.model[key]), key
+    for index, entry in a.optimizer["state"].items():
+        assert torch.equal(entry["momentum_buffer"], b.optimizer["state"][index]["momentum_buffer"]), index
+
+
+def new_run(hooks: Hooks, name: str) -> tuple[Run, DataStream]:
+    config = small_config()
+    data = load_data(config, hooks)
+    stream = DataStream(data, config.train.batch_size, config.train.data_seed, "flip-crop", torch.device("cpu"), True)
+    plan = make_plan(config, stream.steps_per_epoch, "flip-crop", torch.device("cpu"))
+    model = build_model(hooks.registry, config, data, torch.device("cpu"))
+    return Run(name, config, plan, model, build_optimizer(model, config)), stream
+
+
+def test_resume_in_new_process_is_bitwise(tmp_path: Path, hooks: Hooks) -> None:
+    straight = tmp_path / "straight"
+    train(small_config(), straight, hooks=hooks)
+
+    resumed = tmp_path / "resumed"
+    command = [sys.executable, "-m", "twophase", "train", *SMALL_RUN_ARGS, "--out", str(resumed)]
+    first = subprocess.run([*command, "--stop-at", "5"], capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert (resumed / "resume" / state_file_name(5)).is_file()
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stdout
+
+    assert_states_equal(final_state(straight), final_state(resumed))
+    with xr.open_zarr(straight / "curves.zarr") as a, xr.open_zarr(resumed / "curves.zarr") as b:
+        assert a.identical(b)
+
+
+def test_branch_leaves_parent_untouched(hooks: Hooks) -> None:
+    reference, stream = new_run(hooks, "reference")
+    for step in range(12):
+        reference.train_on(stream.batch(step))
+
+    parent, _ = new_run(hooks, "parent")
+    for step in range(5):
+        parent.train_on(stream.batch(step))
+    twin, _ = new_run(hooks, "twin")
+    twin.load_state(parent.state())
+    for step in range(5, 12):
+        batch = stream.batch(step)
+        twin.train_on(batch)
+        parent.train_on(batch)
+
+    assert_states_equal(parent.state(), reference.state())
+    # An unperturbed twin in lockstep reproduces its parent exactly.
+    assert_states_equal(twin.state(), parent.state())
+
+
+def test_stop_and_resume_matches_straight_run(tmp_path: Path, hooks: Hooks) -> None:
+    train(small_config(), tmp_path / "straight", hooks=hooks)
+    stopped = train(small_config(), tmp_path / "split", hooks=hooks, stop_at=6)
+    assert not stopped.complete
+    resumed = train(small_config(), tmp_path / "split", hooks=hooks)
+    assert resumed.start_step == 6
+    assert_states_equal(final_state(tmp_path / "straight"), final_state(tmp_path / "split"))
+
+
+def test_complete_run_is_not_retrained(tmp_path: Path, hooks: Hooks) -> None:
+    first = train(small_config(), tmp_path, hooks=hooks)
+    again = train(small_config(), tmp_path, hooks=hooks)
+    assert again.steps_taken == 0
+    assert again.test_accuracy == first.test_accuracy
+
+
+def test_curves_store(tmp_path: Path, hooks: Hooks) -> None:
+    train(small_config(), tmp_path, hooks=hooks)
+    with xr.open_zarr(tmp_path / "curves.zarr") as curves:
+        assert list(curves.checkpoint.values) == [0, 4, 8, 12]
+        assert math.isnan(float(curves.train_loss.sel(step=0)))
+        assert np.isfinite(curves.train_loss.sel(step=slice(1, 12)).values).all()
+        assert np.isfinite(curves.test_accuracy.values).all()
+        assert (curves.batch_fingerprint.sel(step=slice(1, 12)).values != 0).all()
+        assert np.allclose(curves.learning_rate.sel(step=slice(1, 8)).values, 0.1)
+        assert np.allclose(curves.learning_rate.sel(step=slice(9, 12)).values, 0.01)
+        assert curves.attrs["steps_per_epoch"] == 6
+        assert curves.test_loss.attrs["units"] == "nats"
+
+
+def test_checkpoints_saved_on_grid(tmp_path: Path, hooks: Hooks) -> None:
+    train(small_config(train__checkpoints="0,5"), tmp_path, hooks=hooks)
+    saved = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    assert saved == [state_file_name(step) for step in (0, 5, 12)]
+
+
+@pytest.mark.parametrize("model", ["timm:test_resnet", "torchvision:resnet18"])
+def test_library_model_trains_three_steps(tmp_path: Path, hooks: Hooks, model: str) -> None:
+    config = small_config(
+        model__name=model, model__width=None, model__options={},
+        data__options={"train_size": 32, "test_size": 16, "image_size": 32, "classes": 10},
+        train__length="3", train__batch_size=8, train__checkpoints="0,3",
+    )
+    result = train(config, tmp_path, hooks=hooks)
+    assert result.step == 3
+    assert math.isfinite(result.test_loss)
+    start, end = TrainingState.load(tmp_path / "checkpoints" / state_file_name(0)), final_state(tmp_path, 3)
+    assert any(not torch.equal(start.model[key], end.model[key]) for key in start.model)
+
+
+def test_diverging_loss_names_step(tmp_path: Path, hooks: Hooks) -> None:
+    config = small_config(
+        model__name="mlp", model__options={"depth": 1}, optimizer__lr=1e12, optimizer__momentum=0.0,
+    )
+    with pytest.raises(TrainingDivergedError, match=r"at step \d+ of run train; lower the learning rate"):
+        train(config, tmp_path, hooks=hooks)
+
+
+def test_output_path_is_file(tmp_path: Path, hooks: Hooks) -> None:
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        train(small_config(), target, hooks=hooks)
+
+
+def test_output_with_other_config_rejected(tmp_path: Path, hooks: Hooks) -> None:
+    train(small_config(), tmp_path, hooks=hooks)
+    with pytest.raises(OutputError, match=r"optimizer.lr: 0.1 saved, 0.05 now.*--overwrite"):
+        train(small_config(optimizer__lr=0.05), tmp_path, hooks=hooks)
+
+
+def test_overwrite_replaces_run(tmp_path: Path, hooks: Hooks) -> None:
+    train(small_config(), tmp_path, hooks=hooks)
+    result = train(small_config(optimizer__lr=0.05), tmp_path, hooks=hooks, overwrite=True)
+    assert result.steps_taken == 12
+    assert "lr = 0.05" in (tmp_path / "config.toml").read_text()
+
+
+def test_foreign_folder_rejected(tmp_path: Path, hooks: Hooks) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="contains no twophase run"):
+        train(small_config(), tmp_path, hooks=hooks)

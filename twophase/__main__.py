@@ -1,0 +1,5 @@
+"""Run the CLI with `python -m twophase`."""
+
+from twophase.cli.app import main
+
+main()

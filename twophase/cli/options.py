@@ -1,0 +1,143 @@
+"""Command-line options shared by the commands that train, and their config keys.
+
+Each option defaults to None, meaning "not given", so that the config file's value
+or the dataclass default stays in place. `run_overrides` maps the given options to
+dotted config keys.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from twophase.core.errors import ConfigError, UsageError
+
+DATA = "Data"
+MODEL = "Model"
+OPTIMIZER = "Optimizer"
+TRAINING = "Training"
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML config file; flags given on the command line override its values.")]
+ModelName = Annotated[str | None, typer.Option("--model", help="Model: resnet20, vgg16, mlp, cnn, timm:NAME or torchvision:NAME.", rich_help_panel=MODEL)]
+Width = Annotated[int | None, typer.Option("--width", help="Channel width of built-in models (resnet20: channels of the first stage, default 16).", rich_help_panel=MODEL)]
+ModelOptions = Annotated[list[str] | None, typer.Option("--model-option", help="Extra model option KEY=VALUE; repeat for several.", rich_help_panel=MODEL)]
+DatasetName = Annotated[str | None, typer.Option("--dataset", help="Data set: digits, synthetic, cifar10, cifar100 or imagefolder.", rich_help_panel=DATA)]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Folder that contains the data set.", rich_help_panel=DATA)]
+Download = Annotated[bool | None, typer.Option("--download/--no-download", help="Download the data set into --data-dir if it is missing.", rich_help_panel=DATA)]
+Augmentation = Annotated[str | None, typer.Option("--augmentation", help="Training augmentation: flip-crop, none, or auto (the data set's default).", rich_help_panel=DATA)]
+DataOptions = Annotated[list[str] | None, typer.Option("--data-option", help="Extra data set option KEY=VALUE, such as train_size=512; repeat for several.", rich_help_panel=DATA)]
+CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Folder for decoded-image caches (default: $TWOPHASE_CACHE_DIR or ~/.cache/twophase).", rich_help_panel=DATA)]
+LearningRate = Annotated[float | None, typer.Option("--lr", help="Initial learning rate.", rich_help_panel=OPTIMIZER)]
+Momentum = Annotated[float | None, typer.Option("--momentum", help="SGD momentum, in [0, 1).", rich_help_panel=OPTIMIZER)]
+WeightDecay = Annotated[float | None, typer.Option("--weight-decay", help="L2 weight decay.", rich_help_panel=OPTIMIZER)]
+Nesterov = Annotated[bool | None, typer.Option("--nesterov/--no-nesterov", help="Use Nesterov momentum.", rich_help_panel=OPTIMIZER)]
+Milestones = Annotated[str | None, typer.Option("--milestones", help="Steps or epochs where the learning rate is multiplied by --lr-factor, such as 80ep,120ep; 'none' for a constant rate.", rich_help_panel=OPTIMIZER)]
+LearningRateFactor = Annotated[float | None, typer.Option("--lr-factor", help="Factor applied to the learning rate at each milestone.", rich_help_panel=OPTIMIZER)]
+Steps = Annotated[int | None, typer.Option("--steps", help="Length of training in optimizer steps.", rich_help_panel=TRAINING)]
+Epochs = Annotated[float | None, typer.Option("--epochs", help="Length of training in epochs (an alternative to --steps).", rich_help_panel=TRAINING)]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Training batch size.", rich_help_panel=TRAINING)]
+InitSeed = Annotated[int | None, typer.Option("--init-seed", help="Seed of the parameter initialisation.", rich_help_panel=TRAINING)]
+DataSeed = Annotated[int | None, typer.Option("--data-seed", help="Seed of batch order and augmentation.", rich_help_panel=TRAINING)]
+Checkpoints = Annotated[str | None, typer.Option("--checkpoints", help="Step grid where states are saved and the test set is evaluated: 0,100,2000 or lin:0:end:11 or log:10:2000:8 or every:100 (steps; 5ep for epochs).", rich_help_panel=TRAINING)]
+EvalBatchSize = Annotated[int | None, typer.Option("--eval-batch-size", help="Batch size when evaluating the test set.", rich_help_panel=TRAINING)]
+Device = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.", rich_help_panel=TRAINING)]
+Deterministic = Annotated[bool | None, typer.Option("--deterministic/--no-deterministic", help="On CUDA: deterministic algorithms, no cuDNN benchmark, no TF32 (default on).", rich_help_panel=TRAINING)]
+ChannelsLast = Annotated[bool | None, typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format for convolutions (default on; faster on CPU).", rich_help_panel=TRAINING)]
+
+
+def parse_key_values(items: list[str] | None, option: str) -> dict[str, Any] | None:
+    """Parse KEY=VALUE items; VALUE is read as a TOML value (3, 0.5, true) or else as text."""
+    if not items:
+        return None
+    result: dict[str, Any] = {}
+    for item in items:
+        key, equals, raw = item.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise UsageError(f"invalid {option} {item!r}: expected KEY=VALUE, such as width=8")
+        try:
+            result[key] = tomllib.loads(f"value = {raw.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            result[key] = raw.strip()
+    return result
+
+
+def length_override(steps: int | None, epochs: float | None) -> str | None:
+    """Turn --steps or --epochs into the config's length text."""
+    if steps is not None and epochs is not None:
+        raise UsageError("give either --steps or --epochs, not both")
+    if steps is not None:
+        return str(steps)
+    if epochs is not None:
+        if epochs <= 0 or epochs != epochs:
+            raise ConfigError(f"invalid value for --epochs: {epochs} must be positive")
+        return f"{epochs:g}ep"
+    return None
+
+
+def milestones_override(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    if text.strip().lower() in ("", "none"):
+        return []
+    return [part.strip() for part in text.split(",")]
+
+
+def run_overrides(
+    *,
+    model: str | None = None,
+    width: int | None = None,
+    model_option: list[str] | None = None,
+    dataset: str | None = None,
+    data_dir: Path | None = None,
+    download: bool | None = None,
+    augmentation: str | None = None,
+    data_option: list[str] | None = None,
+    cache_dir: Path | None = None,
+    lr: float | None = None,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
+    nesterov: bool | None = None,
+    milestones: str | None = None,
+    lr_factor: float | None = None,
+    steps: int | None = None,
+    epochs: float | None = None,
+    batch_size: int | None = None,
+    init_seed: int | None = None,
+    data_seed: int | None = None,
+    checkpoints: str | None = None,
+    eval_batch_size: int | None = None,
+    device: str | None = None,
+    deterministic: bool | None = None,
+    channels_last: bool | None = None,
+) -> dict[str, Any]:
+    """Map the shared options to dotted config keys; options not given map to None."""
+    return {
+        "model.name": model,
+        "model.width": width,
+        "model.options": parse_key_values(model_option, "--model-option"),
+        "data.name": dataset,
+        "data.data_dir": str(data_dir) if data_dir is not None else None,
+        "data.download": download,
+        "data.augmentation": augmentation,
+        "data.options": parse_key_values(data_option, "--data-option"),
+        "data.cache_dir": str(cache_dir) if cache_dir is not None else None,
+        "optimizer.lr": lr,
+        "optimizer.momentum": momentum,
+        "optimizer.weight_decay": weight_decay,
+        "optimizer.nesterov": nesterov,
+        "optimizer.milestones": milestones_override(milestones),
+        "optimizer.lr_factor": lr_factor,
+        "train.length": length_override(steps, epochs),
+        "train.batch_size": batch_size,
+        "train.init_seed": init_seed,
+        "train.data_seed": data_seed,
+        "train.checkpoints": checkpoints,
+        "train.eval_batch_size": eval_batch_size,
+        "train.device": device,
+        "train.deterministic": deterministic,
+        "train.channels_last": channels_last,
+    }

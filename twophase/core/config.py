@@ -1,0 +1,283 @@
+"""Run configuration: frozen dataclasses, read from TOML, overridden by the command line.
+
+Precedence, lowest first: the dataclass defaults, the `--config` file, command-line
+flags. Each field's `help` metadata is the text the CLI shows for its flag.
+
+The defaults are the reference setup: SGD with momentum 0.9, weight decay 1e-4,
+learning rate 0.1 divided by 10 at epochs 80 and 120, 160 epochs, batch 128.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from twophase.core.errors import ConfigError, GridError
+from twophase.core.steps import Step, StepGrid
+
+T = TypeVar("T")
+
+AUGMENTATIONS = ("auto", "flip-crop", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network to train."""
+
+    name: str = field(default="resnet20", metadata=_help("model name, such as resnet20, vgg16, mlp, cnn, timm:NAME, torchvision:NAME"))
+    width: int | None = field(default=None, metadata=_help("channel width of built-in models (resnet20: first stage, default 16)"))
+    options: dict[str, Any] = field(default_factory=dict, metadata=_help("extra model options, passed to the model builder"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data set and its augmentation."""
+
+    name: str = field(default="digits", metadata=_help("data set name: digits, synthetic, cifar10, cifar100, imagefolder"))
+    data_dir: str | None = field(default=None, metadata=_help("folder that contains the data set"))
+    download: bool = field(default=False, metadata=_help("download the data set into data_dir if it is missing"))
+    augmentation: str = field(default="auto", metadata=_help("training augmentation: flip-crop, none, or auto (the data set's default)"))
+    cache_dir: str | None = field(default=None, metadata=_help("folder for decoded-image caches (default: ~/.cache/twophase)"))
+    options: dict[str, Any] = field(default_factory=dict, metadata=_help("extra data set options, passed to the loader"))
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """SGD with momentum and a multistep learning-rate schedule."""
+
+    lr: float = field(default=0.1, metadata=_help("initial learning rate"))
+    momentum: float = field(default=0.9, metadata=_help("SGD momentum"))
+    weight_decay: float = field(default=1e-4, metadata=_help("L2 weight decay"))
+    nesterov: bool = field(default=False, metadata=_help("use Nesterov momentum"))
+    milestones: tuple[str, ...] = field(default=("80ep", "120ep"), metadata=_help("steps where the learning rate is multiplied by lr_factor, such as 80ep,120ep"))
+    lr_factor: float = field(default=0.1, metadata=_help("factor applied to the learning rate at each milestone"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Length, batch, seeds, checkpoints and device of a run."""
+
+    length: str = field(default="160ep", metadata=_help("length of training in steps (300) or epochs (160ep)"))
+    batch_size: int = field(default=128, metadata=_help("training batch size"))
+    init_seed: int = field(default=0, metadata=_help("seed of the parameter initialisation"))
+    data_seed: int = field(default=0, metadata=_help("seed of batch order and augmentation"))
+    checkpoints: str = field(default="lin:0:end:11", metadata=_help("step grid where states are saved and the test set is evaluated"))
+    eval_batch_size: int = field(default=1000, metadata=_help("batch size when evaluating the test set"))
+    device: str = field(default="auto", metadata=_help("auto, cpu or cuda"))
+    deterministic: bool = field(default=True, metadata=_help("on CUDA: deterministic algorithms, no cuDNN benchmark, no TF32"))
+    channels_last: bool = field(default=True, metadata=_help("store 4-D activations and weights channels-last (faster convolutions on CPU)"))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: model, data, optimizer and training settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as plain TOML-compatible data (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_toml(self) -> str:
+        """Return the config as TOML text that `load_config` reads back unchanged."""
+        return tomli_w.dumps(_without_none(self.to_dict()))
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read a config file (TOML) if given, apply dotted overrides, and validate.
+
+    `overrides` maps dotted keys such as `optimizer.lr` to values; None values are
+    ignored, so CLI flags that were not given leave the file's values in place.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_toml(Path(path))
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"invalid config: [{section}] must be a table, got {data[section]!r}")
+        data[section][key] = value
+    return config_from_dict(data, source=str(path) if path else "command line")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, turning every failure into a one-line ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found; check the path") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "config") -> RunConfig:
+    """Build and validate a RunConfig from nested plain data; name every unknown key."""
+    sections = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise ConfigError(
+            f"unknown section(s) {', '.join(unknown)} in {source}; known sections: {', '.join(sections)}"
+        )
+    hints = typing.get_type_hints(RunConfig)
+    built = {}
+    for name in sections:
+        section_data = data.get(name, {})
+        if not isinstance(section_data, Mapping):
+            raise ConfigError(f"invalid {source}: [{name}] must be a table, got {section_data!r}")
+        built[name] = _build_section(hints[name], name, section_data, source)
+    config = RunConfig(**built)
+    validate_config(config)
+    return config
+
+
+def _build_section(cls: type, section: str, data: Mapping[str, Any], source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(f'{section}.{key}' for key in unknown)} in {source}; "
+            f"known keys in [{section}]: {', '.join(names)}"
+        )
+    values = {name: _coerce(data[name], hints[name], f"{section}.{name}") for name in names if name in data}
+    return cls(**values)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check `value` against a field's type; allow int for float and int for step strings."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _coerce(value, inner, key)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise _type_error(key, value, "true or false")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(key, value, "an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(key, value, "a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"invalid value for {key}: {value!r} is not a finite number")
+        return float(value)
+    if annotation is str:
+        # Lengths and milestones may be written as plain integers (steps) in TOML.
+        if isinstance(value, int) and not isinstance(value, bool) and key in _STEP_KEYS:
+            return str(value)
+        if not isinstance(value, str):
+            raise _type_error(key, value, "a string")
+        return value
+    if origin is tuple:
+        items = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+        if not isinstance(items, (list, tuple)):
+            raise _type_error(key, value, "a list")
+        return tuple(_coerce(item, args[0], key) for item in items)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _type_error(key, value, "a table")
+        _check_finite(value, key)
+        return dict(value)
+    raise TypeError(f"config field {key} has an unsupported type {annotation!r}")
+
+
+_STEP_KEYS = {"train.length", "optimizer.milestones"}
+
+
+def _check_finite(value: Any, key: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"invalid value for {key}: {value!r} is not a finite number")
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            _check_finite(item, f"{key}.{name}")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_finite(item, key)
+
+
+def _type_error(key: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"invalid value for {key}: expected {expected}, got {value!r} ({type(value).__name__})")
+
+
+def validate_config(config: RunConfig) -> None:
+    """Check ranges and choices that do not depend on the data set; raise ConfigError."""
+    optimizer, train, data = config.optimizer, config.train, config.data
+    _require(optimizer.lr > 0, "optimizer.lr", optimizer.lr, "must be positive")
+    _require(0 <= optimizer.momentum < 1, "optimizer.momentum", optimizer.momentum, "must be in [0, 1)")
+    _require(optimizer.weight_decay >= 0, "optimizer.weight_decay", optimizer.weight_decay, "cannot be negative")
+    _require(optimizer.lr_factor > 0, "optimizer.lr_factor", optimizer.lr_factor, "must be positive")
+    _require(
+        not optimizer.nesterov or optimizer.momentum > 0,
+        "optimizer.nesterov", optimizer.nesterov, "needs momentum > 0",
+    )
+    _require(train.batch_size > 0, "train.batch_size", train.batch_size, "must be positive")
+    _require(train.eval_batch_size > 0, "train.eval_batch_size", train.eval_batch_size, "must be positive")
+    _require(train.init_seed >= 0, "train.init_seed", train.init_seed, "cannot be negative")
+    _require(train.data_seed >= 0, "train.data_seed", train.data_seed, "cannot be negative")
+    _require(train.device in DEVICES, "train.device", train.device, f"must be one of {', '.join(DEVICES)}")
+    _require(data.augmentation in AUGMENTATIONS, "data.augmentation", data.augmentation, f"must be one of {', '.join(AUGMENTATIONS)}")
+    _require(config.model.width is None or config.model.width > 0, "model.width", config.model.width, "must be positive")
+
+    length = _parse_in("train.length", Step.parse, train.length)
+    for milestone in optimizer.milestones:
+        _parse_in("optimizer.milestones", Step.parse, milestone)
+    _parse_in("train.checkpoints", StepGrid.parse, train.checkpoints)
+    _require(not length.is_end, "train.length", train.length, "must be a number of steps or epochs")
+    _require(length.iterations != 0 and length.epochs != 0, "train.length", train.length, "must be positive")
+
+
+def _parse_in(key: str, parse: Callable[[str], T], text: str) -> T:
+    try:
+        return parse(text)
+    except GridError as error:
+        raise ConfigError(f"invalid value for {key}: {error}") from None
+
+
+def _require(condition: bool, key: str, value: Any, rule: str) -> None:
+    if not condition:
+        raise ConfigError(f"invalid value for {key}: {value!r} {rule}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _without_none(value: Any) -> Any:
+    """Drop None entries, which TOML cannot express; reading back restores the defaults."""
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    return value

@@ -1,0 +1,171 @@
+"""A live training run: model, optimizer, step, and the plan resolved against the data."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from twophase.core.config import RunConfig
+from twophase.core.data import ImageData
+from twophase.core.errors import ConfigError, GridError, UsageError
+from twophase.core.plugins import Registry
+from twophase.core.specs import ModelRequest
+from twophase.core.state import TrainingState
+from twophase.core.steps import Step, StepGrid
+from twophase.core.stream import Batch, forward_seed
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Step counts of a run, resolved once the data set's size is known.
+
+    `checkpoints` is the checkpoint grid with the last step added, so that every
+    finished run ends with a saved state.
+    """
+
+    steps_per_epoch: int
+    total_steps: int
+    checkpoints: tuple[int, ...]
+    milestones: tuple[int, ...]
+    augmentation: str
+    device: str
+
+    def learning_rate(self, base: float, factor: float, step: int) -> float:
+        """Return the learning rate of the update that step `step` (0-based) makes."""
+        decays = sum(1 for milestone in self.milestones if step >= milestone)
+        return base * factor**decays
+
+
+def make_plan(config: RunConfig, steps_per_epoch: int, augmentation: str, device: torch.device) -> RunPlan:
+    """Resolve length, milestones and checkpoint grid into integer steps."""
+    try:
+        total = Step.parse(config.train.length).resolve(steps_per_epoch)
+        if total <= 0:
+            raise GridError(
+                f"invalid value for train.length: {config.train.length!r} is {total} steps at "
+                f"{steps_per_epoch} steps per epoch; train for at least 1 step"
+            )
+        milestones = tuple(Step.parse(m).resolve(steps_per_epoch, total) for m in config.optimizer.milestones)
+        grid = StepGrid.parse(config.train.checkpoints).resolve(steps_per_epoch, total)
+    except GridError as error:
+        raise ConfigError(str(error)) from None
+
+    if list(milestones) != sorted(milestones):
+        raise ConfigError(f"invalid value for optimizer.milestones: {list(config.optimizer.milestones)} must be increasing")
+    late = [m for m in milestones if m >= total]
+    if late:
+        logger.warning("learning-rate milestone(s) at step %s lie at or past the end of training (step %d) and have no effect", late, total)
+    checkpoints = grid if grid and grid[-1] == total else (*grid, total)
+    return RunPlan(
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        checkpoints=checkpoints,
+        milestones=milestones,
+        augmentation=augmentation,
+        device=str(device),
+    )
+
+
+def build_model(registry: Registry, config: RunConfig, data: ImageData, device: torch.device) -> nn.Module:
+    """Build the configured model with parameters drawn from `config.train.init_seed`."""
+    spec = registry.model(config.model.name)
+    request = ModelRequest(
+        name=config.model.name,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        width=config.model.width,
+        options=dict(config.model.options),
+    )
+    # Module constructors draw from the global generator; forking keeps the caller's
+    # random state untouched while making the initialisation a function of the seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.init_seed)
+        model = spec.build(request)
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"model {config.model.name!r} built {type(model).__name__}, not a torch.nn.Module")
+    model = model.to(device)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.SGD:
+    settings = config.optimizer
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        nesterov=settings.nesterov,
+    )
+
+
+class Run:
+    """One member of training: a model, its optimizer and the number of steps taken.
+
+    The train loop steps every run of an experiment (one for `train`, a parent and its
+    twins for chaos) on the same batch. Hooks receive the run as `run`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: RunConfig,
+        plan: RunPlan,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        out_dir: Path | None = None,
+        step: int = 0,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.plan = plan
+        self.model = model
+        self.optimizer = optimizer
+        self.out_dir = out_dir
+        self.step = step
+
+    def state(self) -> TrainingState:
+        """Return a copy of the current training state."""
+        return TrainingState.capture(self.step, self.model, self.optimizer, run=self.name)
+
+    def load_state(self, state: TrainingState) -> None:
+        """Continue from `state`; the run keeps no reference to the state's tensors."""
+        state.restore(self.model, self.optimizer)
+        self.step = state.step
+
+    def learning_rate(self) -> float:
+        """Return the learning rate of the next update."""
+        settings = self.config.optimizer
+        return self.plan.learning_rate(settings.lr, settings.lr_factor, self.step)
+
+    def train_on(self, batch: Batch) -> tuple[float, float]:
+        """Take one optimizer step on `batch`; return its loss and accuracy before the update."""
+        if batch.step != self.step:
+            raise RuntimeError(f"run {self.name} is at step {self.step} but got the batch of step {batch.step}")
+        learning_rate = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+
+        self.model.train()
+        # Reseeding makes dropout and other random layers a function of (data seed, step),
+        # the same for a parent and its twins and for a resumed run.
+        torch.manual_seed(forward_seed(self.config.train.data_seed, self.step))
+        logits = self.model(batch.images)
+        loss = F.cross_entropy(logits, batch.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+
+        accuracy = (logits.detach().argmax(dim=1) == batch.labels).float().mean()
+        loss_value, accuracy_value = torch.stack([loss.detach().float(), accuracy]).tolist()
+        return loss_value, accuracy_value

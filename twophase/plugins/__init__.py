@@ -1,0 +1,1 @@
+"""Built-in plugins: models and data sets, registered through the public hooks."""
