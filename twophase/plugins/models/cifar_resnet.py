@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from twophase.plugins.models.init import init_convolutions
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with BatchNorm, added to a shortcut, then ReLU."""
@@ -70,14 +72,7 @@ class CifarResNet(nn.Module):
 
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # Convolutions get Kaiming-normal weights (fan_out, ReLU gain) as in He et al. 2015,
-        # "Delving Deep into Rectifiers". BatchNorm and the linear layer keep PyTorch's defaults.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_convolutions(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))

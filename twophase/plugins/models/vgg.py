@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from twophase.plugins.models.init import init_convolutions
+
 # Channels of each 3x3 convolution at width 64, where "M" marks a 2x2 max-pool.
 VGG16_LAYERS: tuple[int | str, ...] = (
     64, 64, "M",
@@ -49,14 +51,7 @@ class CifarVGG(nn.Module):
 
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # Convolutions get Kaiming-normal weights (fan_out, ReLU gain), as in the ResNet.
-        # BatchNorm and the linear layer keep PyTorch's defaults.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_convolutions(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x))
