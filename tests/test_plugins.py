@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 
 import pytest
 from torch import nn
+from typer.testing import CliRunner
 
 from tests.conftest import small_config
 from twophase import hookimpl
+from twophase.cli.app import app
 from twophase.core import hookspecs
 from twophase.core.errors import PluginError, UnknownNameError
 from twophase.core.plugins import BUILTIN_PLUGINS, create_hooks
@@ -155,3 +158,46 @@ def test_unknown_model_lists_close_matches() -> None:
 def test_unknown_dataset_lists_close_matches() -> None:
     with pytest.raises(UnknownNameError, match="did you mean cifar10"):
         create_hooks().registry.dataset("cifar11")
+
+
+PLUGIN_MODULE = '''
+from torch import nn
+
+from twophase import hookimpl
+from twophase.core.specs import ModelSpec
+
+
+@hookimpl
+def register_models():
+    return [ModelSpec("entry-linear", lambda request: nn.Flatten(), "registered through an entry point")]
+'''
+
+
+@pytest.fixture
+def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Install a one-module plugin package on sys.path with a `twophase` entry point."""
+    (tmp_path / "tp_entry_plugin.py").write_text(PLUGIN_MODULE, encoding="utf-8")
+    dist_info = tmp_path / "tp_entry_plugin-1.2.3.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: tp-entry-plugin\nVersion: 1.2.3\n", encoding="utf-8")
+    (dist_info / "entry_points.txt").write_text("[twophase]\nentry-linear = tp_entry_plugin\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    return "entry-linear"
+
+
+def test_entry_point_plugin_loads(installed_plugin: str) -> None:
+    hooks = create_hooks()
+    assert hooks.registry.models["entry-linear"].plugin == installed_plugin
+
+
+def test_entry_point_plugin_listed(installed_plugin: str) -> None:
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert "entry-linear" in result.output
+    assert "tp-entry-plugin 1.2.3" in result.output
+
+
+def test_entry_point_plugin_blocked(installed_plugin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWOPHASE_BLOCK_PLUGINS", installed_plugin)
+    assert "entry-linear" not in create_hooks().registry.models
