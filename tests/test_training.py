@@ -13,7 +13,7 @@ import torch
 import xarray as xr
 
 from tests.conftest import small_config
-from twophase.core.errors import OutputError, TrainingDivergedError
+from twophase.core.errors import OutputError, TrainingDivergedError, UsageError
 from twophase.core.plugins import Hooks
 from twophase.core.run import Run, build_model, build_optimizer, make_plan
 from twophase.core.state import TrainingState, state_file_name
@@ -96,6 +96,7 @@ def test_stop_and_resume_matches_straight_run(tmp_path: Path, hooks: Hooks) -> N
     assert not stopped.complete
     resumed = train(small_config(), tmp_path / "split", hooks=hooks)
     assert resumed.start_step == 6
+    assert not (tmp_path / "split" / "resume").exists()
     assert_states_equal(final_state(tmp_path / "straight"), final_state(tmp_path / "split"))
 
 
@@ -166,6 +167,12 @@ def test_overwrite_replaces_run(tmp_path: Path, hooks: Hooks) -> None:
     result = train(small_config(optimizer__lr=0.05), tmp_path, hooks=hooks, overwrite=True)
     assert result.steps_taken == 12
     assert "lr = 0.05" in (tmp_path / "config.toml").read_text()
+
+
+def test_rejected_model_option_writes_nothing(tmp_path: Path, hooks: Hooks) -> None:
+    with pytest.raises(UsageError, match="depht"):
+        train(small_config(model__options={"depht": 2}), tmp_path / "out", hooks=hooks)
+    assert not (tmp_path / "out").exists()
 
 
 def test_foreign_folder_rejected(tmp_path: Path, hooks: Hooks) -> None:

@@ -44,8 +44,8 @@ CURVES_STORE = "curves.zarr"
 _OWNED = (CONFIG_FILE, INFO_FILE, CHECKPOINT_FOLDER, RESUME_FOLDER, CURVES_STORE)
 
 # Settings that may differ between a run and its resumption without changing results
-# on the same hardware; the device is logged when it changes.
-_RESUME_INDEPENDENT = {("train", "device")}
+# on the same hardware. A change of device is logged.
+_RESUME_INDEPENDENT = {("train", "device"), ("data", "cache_dir"), ("data", "download")}
 
 
 def package_versions() -> dict[str, str]:
@@ -175,6 +175,10 @@ class RunDirectory:
             except StateError as error:
                 logger.warning("skipping damaged state at step %d: %s", step, error)
         return None
+
+    def remove_resume_states(self) -> None:
+        """Delete the states saved only for resuming, once the run is complete."""
+        shutil.rmtree(self.path / RESUME_FOLDER, ignore_errors=True)
 
     def _check_same_run(self, config: RunConfig, plan: RunPlan) -> None:
         saved = self.read_config()

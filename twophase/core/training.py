@@ -127,9 +127,11 @@ def train(
     if stop_at is not None and not 0 <= stop_at <= plan.total_steps:
         raise ConfigError(f"invalid stop step {stop_at}: it must lie between 0 and the last step, {plan.total_steps}")
 
+    # The model is built before the output folder is written, so that a rejected model
+    # option leaves no folder whose config a corrected rerun would conflict with.
+    model = build_model(hooks.registry, config, data, device)
     directory = RunDirectory(out)
     resuming = directory.prepare(config, plan, config.train.deterministic, overwrite)
-    model = build_model(hooks.registry, config, data, device)
     run = Run("train", config, plan, model, build_optimizer(model, config), out_dir=directory.path)
     curves = CurveStore(directory.curves_path)
 
@@ -188,6 +190,7 @@ class _Loop:
             logger.info("stopped at step %d as requested; rerun without a stop step to continue", run.step)
         else:
             self.curves.consolidate()
+            self.directory.remove_resume_states()
             self.hooks.on_run_end(run=run)
             logger.info("finished %s at step %d", self.directory.path, run.step)
         return self._result(start_step, train_seconds)
