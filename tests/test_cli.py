@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from tests.test_training import SMALL_MODEL_ARGS, SMALL_RUN_ARGS
 from twophase.cli.app import app
-from twophase.core.errors import UnknownNameError
 
 runner = CliRunner()
 
@@ -78,6 +77,9 @@ def test_python_module_entry_point() -> None:
         (["--lr", "-1"], "optimizer.lr: -1.0 must be positive"),
         (["--lr", "nan"], "optimizer.lr: nan is not a finite number"),
         (["--epochs", "2"], "either --steps or --epochs"),
+        (["--steps", "-5"], "steps cannot be negative"),
+        (["--milestones", "6,1ep"], "strictly increasing"),
+        (["--init-seed", "99999999999999999999"], "must lie in [0, 2**63)"),
         (["--model-option", "depth"], "expected KEY=VALUE"),
         (["--model-option", "depht=2"], "depht"),
         (["--width", "-4"], "model.width"),
@@ -139,4 +141,6 @@ def test_output_conflict_exits_1(tmp_path: Path) -> None:
 def test_debug_variable_shows_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWOPHASE_DEBUG", "1")
     result = runner.invoke(app, ["train", *SMALL_RUN_ARGS, "--model", "resnet2", "--out", str(tmp_path)])
-    assert isinstance(result.exception, UnknownNameError)
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr
+    assert "UnknownNameError" in result.stderr

@@ -57,6 +57,21 @@ def test_single_milestone_becomes_tuple() -> None:
     assert load_config(None, {"optimizer.milestones": 500}).optimizer.milestones == ("500",)
 
 
+def test_milestones_as_comma_string(tmp_path: Path) -> None:
+    path = write(tmp_path, '[optimizer]\nmilestones = "80ep,120ep"\n')
+    assert load_config(path).optimizer.milestones == ("80ep", "120ep")
+
+
+def test_milestones_none_string(tmp_path: Path) -> None:
+    path = write(tmp_path, '[optimizer]\nmilestones = "none"\n')
+    assert load_config(path).optimizer.milestones == ()
+
+
+def test_fractional_length_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train.length: expected a number of steps such as 300 or a string"):
+        load_config(write(tmp_path, "[train]\nlength = 20.5\n"))
+
+
 def test_invalid_toml_names_file(tmp_path: Path) -> None:
     path = write(tmp_path, "[optimizer\nlr = 0.1\n")
     with pytest.raises(ConfigError, match=r"run.toml' is not valid TOML"):
@@ -125,7 +140,8 @@ def test_non_finite_option_rejected() -> None:
         ("train.device", "tpu", "must be one of auto, cpu, cuda"),
         ("data.augmentation", "mixup", "must be one of auto, flip-crop, none"),
         ("model.width", 0, "must be positive"),
-        ("train.init_seed", -1, "cannot be negative"),
+        ("train.init_seed", -1, r"must lie in \[0, 2\*\*63\)"),
+        ("train.data_seed", 2**64, r"must lie in \[0, 2\*\*63\)"),
     ],
 )
 def test_invalid_value_is_named(key: str, value: object, message: str) -> None:

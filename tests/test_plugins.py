@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -117,7 +119,7 @@ def test_failing_hook_names_plugin_and_step(tmp_path: Path) -> None:
                 raise ValueError("broken metric")
 
     hooks = create_hooks(plugins=[Faulty()])
-    with pytest.raises(PluginError, match=r"plugin '.*' failed in hook on_step at step 3 of run train: ValueError: broken metric"):
+    with pytest.raises(PluginError, match=r"plugin '.*' failed in hook on_step at step 3 of run \S+: ValueError: broken metric"):
         train(small_config(), tmp_path, hooks=hooks)
 
 
@@ -174,7 +176,7 @@ def register_models():
 
 
 @pytest.fixture
-def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Install a one-module plugin package on sys.path with a `twophase` entry point."""
     (tmp_path / "tp_entry_plugin.py").write_text(PLUGIN_MODULE, encoding="utf-8")
     dist_info = tmp_path / "tp_entry_plugin-1.2.3.dist-info"
@@ -183,7 +185,8 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (dist_info / "entry_points.txt").write_text("[twophase]\nentry-linear = tp_entry_plugin\n", encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
-    return "entry-linear"
+    yield "entry-linear"
+    sys.modules.pop("tp_entry_plugin", None)
 
 
 def test_entry_point_plugin_loads(installed_plugin: str) -> None:
@@ -201,3 +204,31 @@ def test_entry_point_plugin_listed(installed_plugin: str) -> None:
 def test_entry_point_plugin_blocked(installed_plugin: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWOPHASE_BLOCK_PLUGINS", installed_plugin)
     assert "entry-linear" not in create_hooks().registry.models
+
+
+def test_plugin_import_failure_names_plugin(installed_plugin: str, tmp_path: Path) -> None:
+    (tmp_path / "tp_entry_plugin.py").write_text("import module_that_does_not_exist\n", encoding="utf-8")
+    with pytest.raises(PluginError, match=r"plugin 'entry-linear' .* failed to import: ModuleNotFoundError.*TWOPHASE_BLOCK_PLUGINS=entry-linear"):
+        create_hooks()
+
+
+def test_registration_must_return_list() -> None:
+    class Bare:
+        @hookimpl
+        def register_models(self) -> ModelSpec:
+            return ModelSpec("bare", lambda request: nn.Identity(), "not in a list")
+
+    with pytest.raises(PluginError, match="returned ModelSpec from register_models; expected a list"):
+        create_hooks(plugins=[Bare()]).registry  # noqa: B018
+
+
+def test_invalid_plugin_message_is_one_line() -> None:
+    class WrongArguments:
+        @hookimpl
+        def on_step(self, run: object, steps: int) -> None:
+            pass
+
+    with pytest.raises(PluginError) as raised:
+        create_hooks(plugins=[WrongArguments()])
+    assert "\n" not in str(raised.value)
+    assert "<" not in str(raised.value)

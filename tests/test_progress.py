@@ -39,6 +39,6 @@ def test_plain_output_logs_status_lines(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(progress, "LOG_INTERVAL_SECONDS", 0.0)
     result = CliRunner().invoke(app, ["train", *SMALL_RUN_ARGS, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "train: step 12/12, loss" in result.output
+    assert f"{tmp_path.name}: step 12/12, loss" in result.output
     assert "steps/s" in result.output
     assert "left" in result.output

@@ -55,6 +55,11 @@ def test_grid_log_drops_rounded_duplicates() -> None:
     assert resolve("log:1:10:20") == tuple(range(1, 11))
 
 
+def test_grid_log_from_zero() -> None:
+    assert resolve("log:0:1000:4") == (0, 1, 32, 1000)
+    assert resolve("log:0:1000:2") == (0, 1000)
+
+
 def test_grid_epochs() -> None:
     assert resolve("5ep,10ep") == (500, 1000)
 
@@ -78,7 +83,6 @@ def test_grid_combines_items() -> None:
         ("lin:0:100:1", "N must be an integer of at least 2"),
         ("lin:0:100:x", "N must be an integer"),
         ("lin:100:0:5", "STOP must exceed START"),
-        ("log:0:100:5", "log range needs START > 0"),
         ("geo:1:100:5", "unknown range 'geo'"),
         ("every:0", "at least 1"),
         ("every:10:20", "expected every:K"),

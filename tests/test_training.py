@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import math
 import subprocess
 import sys
@@ -13,9 +14,11 @@ import torch
 import xarray as xr
 
 from tests.conftest import small_config
-from twophase.core.errors import OutputError, TrainingDivergedError, UsageError
-from twophase.core.plugins import Hooks
+from twophase import hookimpl
+from twophase.core.errors import ConfigError, OutputError, PluginError, TrainingDivergedError, UsageError
+from twophase.core.plugins import Hooks, create_hooks
 from twophase.core.run import Run, build_model, build_optimizer, make_plan
+from twophase.core.specs import ModelRequest, ModelSpec
 from twophase.core.state import TrainingState, state_file_name
 from twophase.core.stream import DataStream
 from twophase.core.training import load_data, train
@@ -145,7 +148,7 @@ def test_diverging_loss_names_step(tmp_path: Path, hooks: Hooks) -> None:
     config = small_config(
         model__name="mlp", model__options={"depth": 1}, optimizer__lr=1e12, optimizer__momentum=0.0,
     )
-    with pytest.raises(TrainingDivergedError, match=r"at step \d+ of run train; lower the learning rate"):
+    with pytest.raises(TrainingDivergedError, match=r"at step \d+ of run \S+; lower the learning rate"):
         train(config, tmp_path, hooks=hooks)
 
 
@@ -177,5 +180,76 @@ def test_rejected_model_option_writes_nothing(tmp_path: Path, hooks: Hooks) -> N
 
 def test_foreign_folder_rejected(tmp_path: Path, hooks: Hooks) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(OutputError, match="contains no twophase run"):
+    with pytest.raises(OutputError, match="are not a twophase run"):
         train(small_config(), tmp_path, hooks=hooks)
+
+
+def test_unfinished_start_is_replaced(tmp_path: Path, hooks: Hooks) -> None:
+    (tmp_path / "config.toml").write_text("[model]\nname = 'other'\n")
+    result = train(small_config(), tmp_path, hooks=hooks)
+    assert result.complete
+    assert 'name = "cnn"' in (tmp_path / "config.toml").read_text()
+
+
+def test_locked_folder_rejected(tmp_path: Path, hooks: Hooks) -> None:
+    tmp_path.joinpath(".lock").touch()
+    with open(tmp_path / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(OutputError, match="in use by another twophase process"):
+            train(small_config(), tmp_path, hooks=hooks)
+
+
+def test_checkpoint_hook_cannot_change_saved_state(tmp_path: Path) -> None:
+    class Vandal:
+        @hookimpl
+        def on_checkpoint(self, run: object, step: int, state: TrainingState) -> None:
+            for tensor in state.model.values():
+                tensor.zero_()
+
+    train(small_config(), tmp_path / "vandal", hooks=create_hooks(plugins=[Vandal()]))
+    train(small_config(), tmp_path / "plain", hooks=create_hooks())
+    assert_states_equal(final_state(tmp_path / "vandal"), final_state(tmp_path / "plain"))
+
+
+def test_repeated_milestone_rejected(tmp_path: Path, hooks: Hooks) -> None:
+    with pytest.raises(ConfigError, match=r"optimizer.milestones.*strictly increasing"):
+        train(small_config(optimizer__milestones=["6", "1ep"]), tmp_path, hooks=hooks)
+
+
+def test_data_dir_saved_as_absolute_path(tmp_path: Path, hooks: Hooks, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    train(small_config(data__data_dir="unused"), tmp_path / "out", hooks=hooks, stop_at=4)
+    assert f'data_dir = "{tmp_path / "unused"}"' in (tmp_path / "out" / "config.toml").read_text()
+
+
+def test_moved_data_dir_resumes(tmp_path: Path, hooks: Hooks) -> None:
+    train(small_config(data__data_dir=str(tmp_path / "old")), tmp_path / "out", hooks=hooks, stop_at=4)
+    result = train(small_config(data__data_dir=str(tmp_path / "new")), tmp_path / "out", hooks=hooks)
+    assert result.start_step == 4
+
+
+def test_past_stop_step_rejected(tmp_path: Path, hooks: Hooks) -> None:
+    train(small_config(), tmp_path, hooks=hooks, stop_at=6)
+    with pytest.raises(ConfigError, match="already at step 6"):
+        train(small_config(), tmp_path, hooks=hooks, stop_at=3)
+
+
+def test_model_for_other_input_size_rejected(tmp_path: Path, hooks: Hooks) -> None:
+    config = small_config(model__name="timm:vit_tiny_patch16_224", model__width=None, model__options={})
+    with pytest.raises(UsageError, match=r"fails on 3x8x8 images.*img_size"):
+        train(config, tmp_path, hooks=hooks)
+
+
+def test_failing_model_build_names_plugin(tmp_path: Path) -> None:
+    class Broken:
+        @hookimpl
+        def register_models(self) -> list[ModelSpec]:
+            def build(request: ModelRequest) -> torch.nn.Module:
+                raise RuntimeError("no weights")
+
+            return [ModelSpec("broken", build, "a model that cannot be built")]
+
+    hooks = create_hooks(plugins=[Broken()])
+    config = small_config(model__name="broken", model__width=None, model__options={})
+    with pytest.raises(PluginError, match=r"model 'broken' of plugin '.*' failed to build .*RuntimeError: no weights"):
+        train(config, tmp_path, hooks=hooks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,10 +56,15 @@ def print_error(message: str) -> None:
     error_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True, style="red")
 
 
+def _print_traceback_if_debugging() -> None:
+    if debug_enabled():
+        error_console.print(traceback.format_exc(), markup=False, highlight=False, soft_wrap=True)
+
+
 def handle_errors(command: F) -> F:
     """Map known errors to one line and their exit code; unknown ones to exit code 1.
 
-    Set TWOPHASE_DEBUG=1 to get the traceback instead.
+    With TWOPHASE_DEBUG=1 the traceback is printed first; the exit code stays the same.
     """
 
     @functools.wraps(command)
@@ -66,8 +72,7 @@ def handle_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except TwophaseError as error:
-            if debug_enabled():
-                raise
+            _print_traceback_if_debugging()
             print_error(str(error))
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
@@ -76,8 +81,7 @@ def handle_errors(command: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except Exception as error:
-            if debug_enabled():
-                raise
+            _print_traceback_if_debugging()
             print_error(
                 f"unexpected {type(error).__name__}: {error} "
                 f"(set {DEBUG_ENVIRONMENT_VARIABLE}=1 for the traceback and report it as a bug)"

@@ -7,6 +7,7 @@ dotted config keys.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,14 +34,14 @@ TRAINING = "Training"
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML config file; flags given on the command line override its values.")]
 ModelName = Annotated[str | None, typer.Option("--model", help="Model: resnet20, vgg16, mlp, cnn, timm:NAME or torchvision:NAME." + _default("model.name"), rich_help_panel=MODEL)]
-Width = Annotated[int | None, typer.Option("--width", help="Channel width of built-in models (resnet20: channels of the first stage, default 16).", rich_help_panel=MODEL)]
+Width = Annotated[int | None, typer.Option("--width", help="Width of built-in models: channels of the first stage (resnet20: 16, vgg16: 64, cnn: 32) or hidden units (mlp: 256).", rich_help_panel=MODEL)]
 ModelOptions = Annotated[list[str] | None, typer.Option("--model-option", help="Extra model option KEY=VALUE; repeat for several.", rich_help_panel=MODEL)]
 DatasetName = Annotated[str | None, typer.Option("--dataset", help="Data set: digits, synthetic, cifar10, cifar100 or imagefolder." + _default("data.name"), rich_help_panel=DATA)]
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Folder that contains the data set.", rich_help_panel=DATA)]
 Download = Annotated[bool | None, typer.Option("--download/--no-download", help="Download the data set into --data-dir if it is missing.", rich_help_panel=DATA)]
 Augmentation = Annotated[str | None, typer.Option("--augmentation", help="Training augmentation: flip-crop, none, or auto (the data set's default)." + _default("data.augmentation"), rich_help_panel=DATA)]
 DataOptions = Annotated[list[str] | None, typer.Option("--data-option", help="Extra data set option KEY=VALUE, such as train_size=512; repeat for several.", rich_help_panel=DATA)]
-CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Folder for decoded-image caches (default: $TWOPHASE_CACHE_DIR or ~/.cache/twophase).", rich_help_panel=DATA)]
+CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Folder for decoded-image caches. Default: $TWOPHASE_CACHE_DIR, else $XDG_CACHE_HOME/twophase, else ~/.cache/twophase.", rich_help_panel=DATA)]
 LearningRate = Annotated[float | None, typer.Option("--lr", help="Initial learning rate." + _default("optimizer.lr"), rich_help_panel=OPTIMIZER)]
 Momentum = Annotated[float | None, typer.Option("--momentum", help="SGD momentum, in [0, 1)." + _default("optimizer.momentum"), rich_help_panel=OPTIMIZER)]
 WeightDecay = Annotated[float | None, typer.Option("--weight-decay", help="L2 weight decay." + _default("optimizer.weight_decay"), rich_help_panel=OPTIMIZER)]
@@ -59,7 +60,7 @@ Deterministic = Annotated[bool | None, typer.Option("--deterministic/--no-determ
 ChannelsLast = Annotated[bool | None, typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format for convolutions (default on; faster on CPU).", rich_help_panel=TRAINING)]
 
 
-def parse_key_values(items: list[str] | None, option: str) -> dict[str, Any] | None:
+def parse_key_values(items: list[str] | None, option: str, example: str) -> dict[str, Any] | None:
     """Parse KEY=VALUE items; VALUE is read as a TOML value (3, 0.5, true) or else as text."""
     if not items:
         return None
@@ -68,7 +69,7 @@ def parse_key_values(items: list[str] | None, option: str) -> dict[str, Any] | N
         key, equals, raw = item.partition("=")
         key = key.strip()
         if not equals or not key:
-            raise UsageError(f"invalid {option} {item!r}: expected KEY=VALUE, such as width=8")
+            raise UsageError(f"invalid {option} {item!r}: expected KEY=VALUE, such as {example}")
         try:
             result[key] = tomllib.loads(f"value = {raw.strip()}")["value"]
         except tomllib.TOMLDecodeError:
@@ -83,7 +84,9 @@ def length_override(steps: int | None, epochs: float | None) -> str | None:
     if steps is not None:
         return str(steps)
     if epochs is not None:
-        if epochs <= 0 or epochs != epochs:
+        if not math.isfinite(epochs):
+            raise ConfigError(f"invalid value for --epochs: {epochs} is not a finite number")
+        if epochs <= 0:
             raise ConfigError(f"invalid value for --epochs: {epochs} must be positive")
         return f"{epochs:g}ep"
     return None
@@ -129,12 +132,12 @@ def run_overrides(
     return {
         "model.name": model,
         "model.width": width,
-        "model.options": parse_key_values(model_option, "--model-option"),
+        "model.options": parse_key_values(model_option, "--model-option", "depth=2"),
         "data.name": dataset,
         "data.data_dir": str(data_dir) if data_dir is not None else None,
         "data.download": download,
         "data.augmentation": augmentation,
-        "data.options": parse_key_values(data_option, "--data-option"),
+        "data.options": parse_key_values(data_option, "--data-option", "train_size=512"),
         "data.cache_dir": str(cache_dir) if cache_dir is not None else None,
         "optimizer.lr": lr,
         "optimizer.momentum": momentum,

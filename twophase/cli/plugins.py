@@ -9,7 +9,13 @@ from rich.table import Table
 
 from twophase import __version__
 from twophase.cli.console import console, handle_errors, setup_logging
-from twophase.core.plugins import BLOCK_ENVIRONMENT_VARIABLE, BUILTIN_PLUGINS, blocked_plugin_names, create_hooks
+from twophase.core.plugins import (
+    BLOCK_ENVIRONMENT_VARIABLE,
+    BUILTIN_PLUGINS,
+    blocked_plugin_names,
+    create_hooks,
+    installed_plugin_names,
+)
 
 _REGISTRATION_HOOKS = ("register_models", "register_datasets", "register_perturbations", "register_metrics")
 
@@ -23,7 +29,6 @@ def plugins_command(
     hooks = create_hooks()
     registry = hooks.registry
     manager = hooks.manager
-    versions = {manager.get_name(plugin): f"{dist.project_name} {dist.version}" for plugin, dist in manager.list_plugin_distinfo()}
 
     table = Table(title="twophase plugins")
     table.add_column("plugin")
@@ -53,10 +58,12 @@ def plugins_command(
         )
         if hook_names:
             provided.append(f"hooks: {', '.join(hook_names)}")
-        version = versions.get(name, f"built-in {__version__}" if name in BUILTIN_PLUGINS else "unknown")
+        version = hooks.versions.get(name, f"built-in {__version__}" if name in BUILTIN_PLUGINS else "not installed")
         table.add_row(name, version, "\n".join(provided) or "-")
     console.print(table)
 
     blocked = blocked_plugin_names()
     if blocked:
-        console.print(f"blocked by {BLOCK_ENVIRONMENT_VARIABLE}: {', '.join(blocked)}", highlight=False)
+        known = set(BUILTIN_PLUGINS) | set(installed_plugin_names())
+        shown = [name if name in known else f"{name} (no such plugin)" for name in blocked]
+        console.print(f"blocked by {BLOCK_ENVIRONMENT_VARIABLE}: {', '.join(shown)}", highlight=False)

@@ -26,6 +26,7 @@ from twophase.core.steps import Step, StepGrid
 
 T = TypeVar("T")
 
+MAX_SEED = 2**63
 AUGMENTATIONS = ("auto", "flip-crop", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -196,9 +197,13 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool) and key in _STEP_KEYS:
             return str(value)
         if not isinstance(value, str):
-            raise _type_error(key, value, "a string")
+            expected = "a number of steps such as 300 or a string such as '5ep'" if key in _STEP_KEYS else "a string"
+            raise _type_error(key, value, expected)
         return value
     if origin is tuple:
+        if isinstance(value, str) and key in _STEP_KEYS:
+            # The command line's form: "80ep,120ep", or "none" for no milestones.
+            value = [] if value.strip().lower() in ("", "none") else [part.strip() for part in value.split(",")]
         items = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
         if not isinstance(items, (list, tuple)):
             raise _type_error(key, value, "a list")
@@ -242,8 +247,8 @@ def validate_config(config: RunConfig) -> None:
     )
     _require(train.batch_size > 0, "train.batch_size", train.batch_size, "must be positive")
     _require(train.eval_batch_size > 0, "train.eval_batch_size", train.eval_batch_size, "must be positive")
-    _require(train.init_seed >= 0, "train.init_seed", train.init_seed, "cannot be negative")
-    _require(train.data_seed >= 0, "train.data_seed", train.data_seed, "cannot be negative")
+    for key, seed in (("train.init_seed", train.init_seed), ("train.data_seed", train.data_seed)):
+        _require(0 <= seed < MAX_SEED, key, seed, "must lie in [0, 2**63), the range of torch.manual_seed")
     _require(train.device in DEVICES, "train.device", train.device, f"must be one of {', '.join(DEVICES)}")
     _require(data.augmentation in AUGMENTATIONS, "data.augmentation", data.augmentation, f"must be one of {', '.join(AUGMENTATIONS)}")
     _require(config.model.width is None or config.model.width > 0, "model.width", config.model.width, "must be positive")

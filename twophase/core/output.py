@@ -14,6 +14,7 @@ Layout of `OUT/`:
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import xarray as xr
@@ -41,11 +42,13 @@ INFO_FILE = "run.json"
 CHECKPOINT_FOLDER = "checkpoints"
 RESUME_FOLDER = "resume"
 CURVES_STORE = "curves.zarr"
+LOCK_FILE = ".lock"
 _OWNED = (CONFIG_FILE, INFO_FILE, CHECKPOINT_FOLDER, RESUME_FOLDER, CURVES_STORE)
 
 # Settings that may differ between a run and its resumption without changing results
-# on the same hardware. A change of device is logged.
-_RESUME_INDEPENDENT = {("train", "device"), ("data", "cache_dir"), ("data", "download")}
+# on the same hardware: a data folder may move. A change of device or data folder is
+# logged.
+_RESUME_INDEPENDENT = {("train", "device"), ("data", "data_dir"), ("data", "cache_dir"), ("data", "download")}
 
 
 def package_versions() -> dict[str, str]:
@@ -81,6 +84,7 @@ class RunDirectory:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock_handle: TextIO | None = None
 
     @property
     def config_path(self) -> Path:
@@ -103,35 +107,34 @@ class RunDirectory:
     def prepare(self, config: RunConfig, plan: RunPlan, deterministic: bool, overwrite: bool) -> bool:
         """Create the folder for a new run or check the existing one; return True if the run exists.
 
-        Raises OutputError when the path is a file, is not writable, contains something
-        other than a twophase run, or contains a run with another config. With
+        Takes the folder's lock first; `release` gives it back. Raises OutputError when
+        the path is a file, is not writable, is in use by another process, contains
+        something other than a twophase run, or contains a run with another config. With
         `overwrite`, the earlier run's files are deleted first instead.
         """
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(f"output path {str(self.path)!r} is a file; choose a folder with --out")
+        foreign = sorted(entry.name for entry in self._entries() if not _is_owned(entry.name))
+        if foreign:
+            raise OutputError(
+                f"output folder {str(self.path)!r} contains files that are not a twophase run "
+                f"({', '.join(foreign[:3])}); choose an empty or new folder with --out"
+            )
 
-        existing = self.path.is_dir() and self.info_path.is_file()
+        self._lock()
+        existing = self.info_path.is_file() and self.config_path.is_file()
         if existing and overwrite:
             self._remove_owned()
             existing = False
         elif existing:
             self._check_same_run(config, plan)
-        elif self.path.is_dir() and any(self.path.iterdir()):
-            raise OutputError(
-                f"output folder {str(self.path)!r} is not empty and contains no twophase run; "
-                "choose an empty or new folder with --out"
-            )
-
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as error:
-            raise OutputError(f"cannot write to output folder {str(self.path)!r}: {error.strerror or error}") from None
+        elif any(entry.name != LOCK_FILE for entry in self._entries()):
+            # run.json is written last, so without it the previous start stopped before
+            # its first step and nothing in the folder is worth keeping.
+            logger.info("%s contains an unfinished start; starting over", self.path)
+            self._remove_owned()
 
         if not existing:
-            write_text_atomic(self.config_path, config.to_toml())
             info = {
                 "kind": "train",
                 "plan": asdict(plan),
@@ -139,8 +142,41 @@ class RunDirectory:
                 "versions": package_versions(),
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
+            write_text_atomic(self.config_path, config.to_toml())
             write_text_atomic(self.info_path, json.dumps(info, indent=2) + "\n")
         return existing
+
+    def release(self) -> None:
+        """Give back the folder's lock."""
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def _lock(self) -> None:
+        """Hold an exclusive lock on the folder, so that two processes never write one run.
+
+        The operating system releases the lock when the process ends, killed or not.
+        """
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK_FILE, "a+")
+        except OSError as error:
+            raise OutputError(f"cannot write to output folder {str(self.path)!r}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise OutputError(
+                f"output folder {str(self.path)!r} is in use by another twophase process; "
+                "wait for it to finish or choose another --out"
+            ) from None
+        self._lock_handle = handle
+
+    def _entries(self) -> list[os.DirEntry[str]]:
+        if not self.path.is_dir():
+            return []
+        with os.scandir(self.path) as entries:
+            return list(entries)
 
     def read_config(self) -> RunConfig:
         """Read the run's saved config."""
@@ -198,15 +234,24 @@ class RunDirectory:
             )
         if saved.train.device != config.train.device:
             logger.warning("resuming on device %s; the run started on %s", config.train.device, saved.train.device)
+        if saved.data.data_dir != config.data.data_dir:
+            logger.warning("resuming with data from %s; the run started with %s", config.data.data_dir, saved.data.data_dir)
 
     def _remove_owned(self) -> None:
-        logger.info("removing the earlier run in %s (--overwrite)", self.path)
-        for name in _OWNED:
-            target = self.path / name
+        logger.info("removing the earlier run in %s", self.path)
+        for entry in self._entries():
+            if entry.name == LOCK_FILE or not _is_owned(entry.name):
+                continue
+            target = Path(entry.path)
             if target.is_dir():
                 shutil.rmtree(target)
-            elif target.exists():
+            else:
                 target.unlink()
+
+
+def _is_owned(name: str) -> bool:
+    """Return True for the names a run folder may contain, temporary files of atomic writes included."""
+    return name in _OWNED or name == LOCK_FILE or (name.endswith(".tmp") and name[: -len(".tmp")] in _OWNED)
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:

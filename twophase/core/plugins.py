@@ -9,8 +9,10 @@ plugins out; `twophase plugins` lists the names.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 import os
+import re
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,27 +43,90 @@ def blocked_plugin_names() -> list[str]:
     return [name.strip() for name in raw.split(",") if name.strip()]
 
 
-def create_plugin_manager(*, load_entry_points: bool = True, plugins: Iterable[object] = ()) -> pluggy.PluginManager:
-    """Build a validated plugin manager with the built-ins, entry points and `plugins`."""
+def create_hooks(*, load_entry_points: bool = True, plugins: Iterable[object] = ()) -> Hooks:
+    """Build the validated plugin manager, in its typed facade.
+
+    Registers the built-ins, then the `twophase` entry points of installed packages, then
+    `plugins` (objects or modules that are not installed, as in tests and notebooks).
+    """
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     for name in blocked_plugin_names():
         manager.set_blocked(name)
         logger.info("plugin %s blocked by %s", name, BLOCK_ENVIRONMENT_VARIABLE)
 
+    versions: dict[str, str] = {}
+    for module_name in BUILTIN_PLUGINS:
+        if not manager.is_blocked(module_name):
+            _register(manager, importlib.import_module(module_name), module_name)
+    if load_entry_points:
+        versions = _load_entry_points(manager)
+    for plugin in plugins:
+        if manager.is_registered(plugin):
+            logger.debug("plugin %r is already registered through its entry point", plugin)
+            continue
+        _register(manager, plugin, None)
     try:
-        for module_name in BUILTIN_PLUGINS:
-            if not manager.is_blocked(module_name):
-                manager.register(importlib.import_module(module_name), name=module_name)
-        if load_entry_points:
-            loaded = manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-            logger.debug("loaded %d plugin(s) from entry points", loaded)
-        for plugin in plugins:
-            manager.register(plugin)
         manager.check_pending()
     except pluggy.PluginValidationError as error:
-        raise PluginError(f"plugin {error.plugin!r} is invalid: {error}") from None
-    return manager
+        raise _invalid_plugin(manager, error) from None
+    return Hooks(manager, versions)
+
+
+def create_plugin_manager(*, load_entry_points: bool = True, plugins: Iterable[object] = ()) -> pluggy.PluginManager:
+    """Build the validated plugin manager without the facade."""
+    return create_hooks(load_entry_points=load_entry_points, plugins=plugins).manager
+
+
+def installed_plugin_names() -> list[str]:
+    """Return the names of the `twophase` entry points of installed packages."""
+    return [entry_point.name for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+
+
+def _load_entry_points(manager: pluggy.PluginManager) -> dict[str, str]:
+    """Import and register every `twophase` entry point; return each plugin's distribution and version.
+
+    Each entry point is imported on its own, so that a plugin that fails to import is
+    named in the error together with the way to block it.
+    """
+    versions = {}
+    for distribution in importlib.metadata.distributions():
+        for entry_point in distribution.entry_points:
+            if entry_point.group != ENTRY_POINT_GROUP:
+                continue
+            name = entry_point.name
+            if manager.is_blocked(name) or manager.get_plugin(name) is not None:
+                continue
+            try:
+                plugin = entry_point.load()
+            except Exception as error:
+                raise PluginError(
+                    f"plugin {name!r} ({entry_point.value}) failed to import: {type(error).__name__}: {error}; "
+                    f"fix or uninstall it, or block it with {BLOCK_ENVIRONMENT_VARIABLE}={name}"
+                ) from error
+            _register(manager, plugin, name)
+            versions[name] = f"{distribution.metadata['Name']} {distribution.version}"
+    logger.debug("loaded %d plugin(s) from entry points", len(versions))
+    return versions
+
+
+def _register(manager: pluggy.PluginManager, plugin: object, name: str | None) -> None:
+    try:
+        manager.register(plugin, name=name)
+    except pluggy.PluginValidationError as error:
+        raise _invalid_plugin(manager, error, name) from None
+
+
+def _invalid_plugin(manager: pluggy.PluginManager, error: pluggy.PluginValidationError, name: str | None = None) -> PluginError:
+    """Turn pluggy's multi-line validation message into one line that names the plugin."""
+    name = name or manager.get_name(error.plugin) or getattr(error.plugin, "__name__", type(error.plugin).__name__)
+    text = re.sub(r" in plugin <.*?>", "", str(error).strip())
+    text = re.sub(r"^Plugin <.*?> for hook ", "hook ", text)
+    text = re.sub(r"\s*\n\s*", "; ", text)
+    return PluginError(
+        f"plugin {name!r} is invalid: {text}; fix its hook implementation or block it with "
+        f"{BLOCK_ENVIRONMENT_VARIABLE}={name}"
+    )
 
 
 @dataclass(frozen=True)
@@ -117,8 +182,9 @@ class Hooks:
     a failure of twophase.
     """
 
-    def __init__(self, manager: pluggy.PluginManager) -> None:
+    def __init__(self, manager: pluggy.PluginManager, versions: dict[str, str] | None = None) -> None:
         self.manager = manager
+        self.versions = versions or {}
         self._registry: Registry | None = None
 
     @property
@@ -184,11 +250,6 @@ class Hooks:
         return registry
 
 
-def create_hooks(*, load_entry_points: bool = True, plugins: Iterable[object] = ()) -> Hooks:
-    """Build the plugin manager and wrap it in the typed facade."""
-    return Hooks(create_plugin_manager(load_entry_points=load_entry_points, plugins=plugins))
-
-
 def _call_registration(impl: pluggy.HookImpl, hook_name: str) -> list[Any]:
     try:
         result = impl.function()
@@ -196,7 +257,14 @@ def _call_registration(impl: pluggy.HookImpl, hook_name: str) -> list[Any]:
         raise PluginError(
             f"plugin {impl.plugin_name!r} failed in hook {hook_name}: {type(error).__name__}: {error}"
         ) from error
-    return list(result or [])
+    if result is None:
+        return []
+    if not isinstance(result, (list, tuple)):
+        raise PluginError(
+            f"plugin {impl.plugin_name!r} returned {type(result).__name__} from {hook_name}; "
+            "expected a list of specs"
+        )
+    return list(result)
 
 
 def _failing_plugin(caller: pluggy.HookCaller, error: BaseException) -> str:

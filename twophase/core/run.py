@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +14,7 @@ from torch import nn
 
 from twophase.core.config import RunConfig
 from twophase.core.data import ImageData
-from twophase.core.errors import ConfigError, GridError, UsageError
+from twophase.core.errors import ConfigError, GridError, PluginError, TwophaseError, UsageError
 from twophase.core.plugins import Registry
 from twophase.core.specs import ModelRequest
 from twophase.core.state import TrainingState
@@ -20,6 +22,8 @@ from twophase.core.steps import Step, StepGrid
 from twophase.core.stream import Batch, forward_seed
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,23 +49,26 @@ class RunPlan:
 
 def make_plan(config: RunConfig, steps_per_epoch: int, augmentation: str, device: torch.device) -> RunPlan:
     """Resolve length, milestones and checkpoint grid into integer steps."""
-    try:
-        total = Step.parse(config.train.length).resolve(steps_per_epoch)
-        if total <= 0:
-            raise GridError(
-                f"invalid value for train.length: {config.train.length!r} is {total} steps at "
-                f"{steps_per_epoch} steps per epoch; train for at least 1 step"
-            )
-        milestones = tuple(Step.parse(m).resolve(steps_per_epoch, total) for m in config.optimizer.milestones)
-        grid = StepGrid.parse(config.train.checkpoints).resolve(steps_per_epoch, total)
-    except GridError as error:
-        raise ConfigError(str(error)) from None
+    total = _resolve("train.length", lambda: Step.parse(config.train.length).resolve(steps_per_epoch))
+    if total <= 0:
+        raise ConfigError(
+            f"invalid value for train.length: {config.train.length!r} is {total} steps at "
+            f"{steps_per_epoch} steps per epoch; train for at least 1 step"
+        )
+    milestones = _resolve(
+        "optimizer.milestones",
+        lambda: tuple(Step.parse(m).resolve(steps_per_epoch, total) for m in config.optimizer.milestones),
+    )
+    grid = _resolve("train.checkpoints", lambda: StepGrid.parse(config.train.checkpoints).resolve(steps_per_epoch, total))
 
-    if list(milestones) != sorted(milestones):
-        raise ConfigError(f"invalid value for optimizer.milestones: {list(config.optimizer.milestones)} must be increasing")
+    if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
+        raise ConfigError(
+            f"invalid value for optimizer.milestones: {list(config.optimizer.milestones)} are steps "
+            f"{list(milestones)} at {steps_per_epoch} steps per epoch; they must be strictly increasing"
+        )
     late = [m for m in milestones if m >= total]
     if late:
-        logger.warning("learning-rate milestone(s) at step %s lie at or past the end of training (step %d) and have no effect", late, total)
+        logger.info("learning-rate milestone(s) at step %s lie at or past the end of training (step %d) and have no effect", late, total)
     checkpoints = grid if grid and grid[-1] == total else (*grid, total)
     return RunPlan(
         steps_per_epoch=steps_per_epoch,
@@ -73,9 +80,21 @@ def make_plan(config: RunConfig, steps_per_epoch: int, augmentation: str, device
     )
 
 
+def _resolve(key: str, resolve: Callable[[], T]) -> T:
+    try:
+        return resolve()
+    except GridError as error:
+        raise ConfigError(f"invalid value for {key}: {error}") from None
+
+
 def build_model(registry: Registry, config: RunConfig, data: ImageData, device: torch.device) -> nn.Module:
-    """Build the configured model with parameters drawn from `config.train.init_seed`."""
+    """Build the configured model with parameters drawn from `config.train.init_seed`.
+
+    A forward pass on two test images checks that the model accepts the data set's
+    shape, so that a mismatch fails here with the model named, not in the first step.
+    """
     spec = registry.model(config.model.name)
+    plugin = registry.models[spec.name].plugin
     request = ModelRequest(
         name=config.model.name,
         num_classes=data.num_classes,
@@ -88,13 +107,46 @@ def build_model(registry: Registry, config: RunConfig, data: ImageData, device: 
     # random state untouched while making the initialisation a function of the seed.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.init_seed)
-        model = spec.build(request)
+        try:
+            model = spec.build(request)
+        except TwophaseError:
+            raise
+        except Exception as error:
+            raise PluginError(
+                f"model {config.model.name!r} of plugin {plugin!r} failed to build with options "
+                f"{dict(config.model.options)}: {type(error).__name__}: {error}"
+            ) from error
     if not isinstance(model, nn.Module):
-        raise UsageError(f"model {config.model.name!r} built {type(model).__name__}, not a torch.nn.Module")
+        raise PluginError(f"model {config.model.name!r} of plugin {plugin!r} built {type(model).__name__}, not a torch.nn.Module")
+
     model = model.to(device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    _check_forward(model, config, data, device)
     return model
+
+
+def _check_forward(model: nn.Module, config: RunConfig, data: ImageData, device: torch.device) -> None:
+    images = data.test_images[:2].to(device).float()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            logits = model(images)
+    except Exception as error:
+        height, width = data.image_size
+        raise UsageError(
+            f"model {config.model.name!r} fails on {data.in_channels}x{height}x{width} images of "
+            f"{data.name!r}: {type(error).__name__}: {error}; pick a model for this input size or set "
+            "its input size with --model-option (timm: img_size)"
+        ) from None
+    finally:
+        model.train(was_training)
+    if tuple(logits.shape) != (images.shape[0], data.num_classes):
+        raise UsageError(
+            f"model {config.model.name!r} returns outputs of shape {tuple(logits.shape)} for a batch of "
+            f"{images.shape[0]}; expected ({images.shape[0]}, {data.num_classes}), one logit per class"
+        )
 
 
 def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.SGD:

@@ -5,7 +5,8 @@ step), or `end` (the last step of training). A grid is a comma-separated list of
 each a step value or a range:
 
 - `lin:START:STOP:N`: N evenly spaced steps from START to STOP, both included;
-- `log:START:STOP:N`: N log-spaced steps from START > 0 to STOP, both included;
+- `log:START:STOP:N`: N log-spaced steps from START to STOP, both included; with
+  START = 0, step 0 followed by N - 1 log-spaced steps from 1 to STOP;
 - `every:K`: 0, K, 2K, ... up to the end of training.
 
 Steps are rounded to integers and duplicates are dropped, so `log:1:100:50` contains fewer
@@ -43,7 +44,10 @@ class Step:
             if text < 0:
                 raise GridError(f"invalid step {text}: steps cannot be negative")
             return cls(iterations=text)
-        match = _STEP_PATTERN.match(str(text).strip())
+        stripped = str(text).strip()
+        if re.fullmatch(r"-\d+(\.\d+)?(ep)?", stripped):
+            raise GridError(f"invalid step {text!r}: steps cannot be negative")
+        match = _STEP_PATTERN.match(stripped)
         if match is None:
             raise GridError(
                 f"invalid step {text!r}: expected an integer such as 300, epochs such as 5ep, or end"
@@ -86,9 +90,12 @@ class _Range:
         text = f"{self.kind}:{self.start}:{self.stop}:{self.count}"
         if stop <= start:
             raise GridError(f"invalid grid item {text!r}: it runs from step {start} to step {stop}; STOP must exceed START")
-        if self.kind == "log":
-            if start <= 0:
-                raise GridError(f"invalid grid item {text!r}: a log range needs START > 0; put 0 in front, as in 0,{text}")
+        if self.kind == "log" and start == 0:
+            # Step 0 has no logarithm: the range is 0 followed by N - 1 log-spaced steps
+            # from 1 to STOP, the usual grid for perturbation steps.
+            tail = np.geomspace(1, stop, self.count - 1) if self.count > 2 else np.array([stop])
+            values = np.concatenate([[0], tail])
+        elif self.kind == "log":
             values = np.geomspace(start, stop, self.count)
         else:
             values = np.linspace(start, stop, self.count)
@@ -167,21 +174,22 @@ def _parse_item(part: str, text: str) -> _Range | _Every | _Single:
     if not colon:
         return _Single(_parse_step_in(part, text))
 
+    where = "" if part == text.strip() else f" in {text!r}"
     fields = rest.split(":")
     if kind == "every":
         if len(fields) != 1:
-            raise GridError(f"invalid grid item {part!r} in {text!r}: expected every:K, such as every:100")
+            raise GridError(f"invalid grid item {part!r}{where}: expected every:K, such as every:100")
         return _Every(_parse_step_in(fields[0], text))
     if kind not in ("lin", "log"):
         raise GridError(
-            f"invalid grid item {part!r} in {text!r}: unknown range {kind!r}; use lin:START:STOP:N, "
+            f"invalid grid item {part!r}{where}: unknown range {kind!r}; use lin:START:STOP:N, "
             "log:START:STOP:N or every:K"
         )
     if len(fields) != 3:
-        raise GridError(f"invalid grid item {part!r} in {text!r}: expected {kind}:START:STOP:N, such as {kind}:10:2000:8")
+        raise GridError(f"invalid grid item {part!r}{where}: expected {kind}:START:STOP:N, such as {kind}:10:2000:8")
     start, stop, count_text = fields
     if not count_text.isdigit() or int(count_text) < 2:
-        raise GridError(f"invalid grid item {part!r} in {text!r}: N must be an integer of at least 2, got {count_text!r}")
+        raise GridError(f"invalid grid item {part!r}{where}: N must be an integer of at least 2, got {count_text!r}")
     return _Range(kind, _parse_step_in(start, text), _parse_step_in(stop, text), int(count_text))
 
 
@@ -189,6 +197,8 @@ def _parse_step_in(value: str, text: str) -> Step:
     try:
         return Step.parse(value)
     except GridError as error:
+        if value.strip() == text.strip():
+            raise
         raise GridError(f"{error} (in step grid {text!r})") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -20,7 +21,14 @@ from torch import nn
 from twophase.core.config import RunConfig
 from twophase.core.data import ImageData
 from twophase.core.device import configure_determinism, resolve_device
-from twophase.core.errors import ConfigError, TrainingDivergedError, TrainingInterrupted
+from twophase.core.errors import (
+    ConfigError,
+    DataError,
+    PluginError,
+    TrainingDivergedError,
+    TrainingInterrupted,
+    TwophaseError,
+)
 from twophase.core.output import CurveStore, RunDirectory
 from twophase.core.plugins import Hooks, create_hooks
 from twophase.core.run import Run, build_model, build_optimizer, make_plan
@@ -74,7 +82,23 @@ def load_data(config: RunConfig, hooks: Hooks) -> ImageData:
         options=dict(config.data.options),
     )
     started = time.perf_counter()
-    data = spec.load(request)
+    try:
+        data = spec.load(request)
+    except TwophaseError:
+        raise
+    except MemoryError:
+        raise DataError(
+            f"not enough memory to load data set {config.data.name!r} with options {dict(config.data.options)}; "
+            "use smaller options or a machine with more memory"
+        ) from None
+    except Exception as error:
+        plugin = hooks.registry.datasets[config.data.name].plugin
+        raise PluginError(
+            f"data set {config.data.name!r} of plugin {plugin!r} failed to load: {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(data, ImageData):
+        plugin = hooks.registry.datasets[config.data.name].plugin
+        raise PluginError(f"data set {config.data.name!r} of plugin {plugin!r} returned {type(data).__name__}, not ImageData")
     logger.info(
         "loaded %s: %d training and %d test images of shape %s, %d classes, in %.1f s",
         data.name, data.train_images.shape[0], data.test_images.shape[0],
@@ -115,6 +139,7 @@ def train(
     continues the same run.
     """
     hooks = hooks or create_hooks()
+    config = with_absolute_paths(config)
     hooks.registry.model(config.model.name)
     dataset_spec = hooks.registry.dataset(config.data.name)
     device = resolve_device(config.train.device)
@@ -131,17 +156,42 @@ def train(
     # option leaves no folder whose config a corrected rerun would conflict with.
     model = build_model(hooks.registry, config, data, device)
     directory = RunDirectory(out)
-    resuming = directory.prepare(config, plan, config.train.deterministic, overwrite)
-    run = Run("train", config, plan, model, build_optimizer(model, config), out_dir=directory.path)
-    curves = CurveStore(directory.curves_path)
+    try:
+        resuming = directory.prepare(config, plan, config.train.deterministic, overwrite)
+        run = Run(directory.path.resolve().name, config, plan, model, build_optimizer(model, config), out_dir=directory.path)
+        curves = CurveStore(directory.curves_path)
 
-    state = directory.latest_state(device) if resuming else None
-    if state is not None and curves.path.exists():
-        run.load_state(state)
-        logger.info("resuming %s from step %d", directory.path, run.step)
-    else:
-        curves.create(plan, config)
-    return _Loop(run, stream, curves, directory, hooks).run(stop_at if stop_at is not None else plan.total_steps)
+        state = directory.latest_state(device) if resuming else None
+        if state is not None and curves.path.exists():
+            run.load_state(state)
+            logger.info("resuming %s from step %d", directory.path, run.step)
+        else:
+            if resuming:
+                logger.warning("%s has no saved state and curves to resume from; training from step 0", directory.path)
+            curves.create(plan, config)
+
+        if stop_at is not None and stop_at < run.step:
+            raise ConfigError(
+                f"invalid stop step {stop_at}: the run in {str(directory.path)!r} is already at step "
+                f"{run.step}; give a later step or leave out the stop step"
+            )
+        return _Loop(run, stream, curves, directory, hooks).run(stop_at if stop_at is not None else plan.total_steps)
+    finally:
+        directory.release()
+
+
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """Return the config with its data and cache folders as absolute paths.
+
+    The saved config then finds the same data when it is rerun from another folder.
+    """
+    data = config.data
+    absolute = {
+        key: str(Path(value).expanduser().resolve())
+        for key, value in (("data_dir", data.data_dir), ("cache_dir", data.cache_dir))
+        if value is not None
+    }
+    return dataclasses.replace(config, data=dataclasses.replace(data, **absolute)) if absolute else config
 
 
 class _Loop:
@@ -180,6 +230,7 @@ class _Loop:
                     self._checkpoint()
                 if interrupted.is_set() and run.step < stop_at:
                     self._save_resume_state()
+                    self.curves.consolidate()
                     raise TrainingInterrupted(
                         f"interrupted at step {run.step} of {plan.total_steps}; the state is saved in "
                         f"{str(self.directory.path)!r}, rerun the same command to resume"
@@ -187,6 +238,7 @@ class _Loop:
 
         if run.step < plan.total_steps:
             self._save_resume_state()
+            self.curves.consolidate()
             logger.info("stopped at step %d as requested; rerun without a stop step to continue", run.step)
         else:
             self.curves.consolidate()
@@ -206,6 +258,7 @@ class _Loop:
         self.rows["fingerprint"].append(batch.fingerprint)
         if not math.isfinite(loss):
             self._flush_rows()
+            self.curves.consolidate()
             raise TrainingDivergedError(
                 f"training loss is {loss} at step {run.step} of run {run.name}; "
                 f"lower the learning rate (now {learning_rate:g}) and train again with --overwrite"
@@ -215,16 +268,16 @@ class _Loop:
     def _checkpoint(self) -> None:
         """Evaluate, record and save the state at a checkpoint step, in crash-safe order.
 
-        Curves are written before the state, so a saved state always has its curves.
+        Curves are written before the state, so a saved state always has its curves. The
+        hook gets a copy of its own, so a plugin that changes it cannot change the file.
         """
         run = self.run_
-        state = run.state()
-        self.hooks.on_checkpoint(run=run, step=run.step, state=state)
+        self.hooks.on_checkpoint(run=run, step=run.step, state=run.state())
         test_loss, test_accuracy = evaluate(run.model, self.stream, run.config.train.eval_batch_size)
         self.last_test = (test_loss, test_accuracy)
         self._flush_rows()
         self.curves.write_checkpoint(run.plan.checkpoints.index(run.step), test_loss, test_accuracy)
-        state.save(self.directory.checkpoint_path(run.step))
+        run.state().save(self.directory.checkpoint_path(run.step))
         logger.info("step %d: test loss %.4f, test accuracy %.2f%%", run.step, test_loss, 100 * test_accuracy)
 
     def _save_resume_state(self) -> None:
@@ -258,11 +311,12 @@ class _Loop:
 
 @contextmanager
 def _interrupt_flag() -> Iterator[threading.Event]:
-    """Turn the first SIGINT into a flag that the loop checks between steps.
+    """Turn the first SIGINT or SIGTERM into a flag that the loop checks between steps.
 
     A step cut in half would leave parameters and momentum out of step with each
-    other, so the loop finishes the step in progress and then saves a state. A second
-    SIGINT raises KeyboardInterrupt at once.
+    other, so the loop finishes the step in progress and then saves a state. Batch
+    schedulers send SIGTERM before they kill a job. A second signal raises
+    KeyboardInterrupt at once.
     """
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
@@ -272,11 +326,12 @@ def _interrupt_flag() -> Iterator[threading.Event]:
     def handle(signum: int, frame: object) -> None:
         if flag.is_set():
             raise KeyboardInterrupt
-        logger.warning("interrupt received; stopping after the current step (press Ctrl-C again to abort)")
+        logger.warning("%s received; stopping after the current step (press Ctrl-C again to abort)", signal.Signals(signum).name)
         flag.set()
 
-    previous = signal.signal(signal.SIGINT, handle)
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -109,13 +109,13 @@ def _check_request(request: ModelRequest, library: str, reserved: tuple[str, ...
 
 
 def _call_with_options(request: ModelRequest, create: Callable[[], nn.Module]) -> nn.Module:
-    """Call `create`, turning a TypeError caused by the request's options into a UsageError."""
+    """Call `create`, turning a TypeError or ValueError caused by the request's options into a UsageError."""
     if not request.options:
         return create()
 
     try:
         return create()
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         rejected = _rejected_option(str(error), request.options)
         raise UsageError(
             f"model {request.name!r} rejected option {rejected} ({error}); check the option's "
