@@ -129,3 +129,19 @@ def test_state_file_names_sort_by_step() -> None:
     assert names == sorted(names)
     assert [step_of_state_file(Path(name)) for name in names] == [5, 40, 300]
     assert step_of_state_file(Path("notes.txt")) is None
+
+
+def test_parameters_exclude_buffers(tmp_path: Path) -> None:
+    model, optimizer = trained_pair()
+    state = TrainingState.capture(3, model, optimizer)
+    assert state.parameters == ("0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias")
+    path = tmp_path / "state.safetensors"
+    state.save(path)
+    assert TrainingState.load(path).parameters == state.parameters
+
+
+def test_parameter_vector_is_float64() -> None:
+    model, optimizer = trained_pair()
+    vector = TrainingState.capture(3, model, optimizer).parameter_vector()
+    assert vector.dtype == torch.float64
+    assert vector.numel() == sum(p.numel() for p in model.parameters())

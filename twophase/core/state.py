@@ -29,12 +29,14 @@ class TrainingState:
 
     The model state dict contains parameters and buffers (BatchNorm running statistics).
     The optimizer state dict is `torch.optim.Optimizer.state_dict()`, whose momentum
-    buffers make a branch's first steps depend on the parent's history.
+    buffers make a branch's first steps depend on the parent's history. `parameters`
+    names the keys of `model` that are trainable parameters, in the model's order.
     """
 
     step: int
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
+    parameters: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -44,6 +46,7 @@ class TrainingState:
             step=step,
             model=_clone_tree(model.state_dict()),
             optimizer=_clone_tree(optimizer.state_dict()),
+            parameters=tuple(name for name, _ in model.named_parameters()),
             metadata=dict(metadata),
         )
 
@@ -53,8 +56,13 @@ class TrainingState:
             step=self.step,
             model=_clone_tree(self.model),
             optimizer=_clone_tree(self.optimizer),
+            parameters=self.parameters,
             metadata=json.loads(json.dumps(self.metadata)),
         )
+
+    def parameter_vector(self) -> torch.Tensor:
+        """Return the trainable parameters flattened into one float64 vector, in model order."""
+        return torch.cat([self.model[name].detach().reshape(-1).to(torch.float64) for name in self.parameters])
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Load this state into a live model and optimizer without sharing tensors.
@@ -94,6 +102,7 @@ class TrainingState:
             "version": FORMAT_VERSION,
             "step": self.step,
             "model_keys": list(self.model),
+            "parameters": list(self.parameters),
             "optimizer_state": optimizer_state,
             "optimizer_param_groups": self.optimizer["param_groups"],
             "metadata": self.metadata,
@@ -133,7 +142,13 @@ class TrainingState:
                     entries[name[len(prefix):]] = tensor
             optimizer_state[int(index)] = entries
         optimizer = {"state": optimizer_state, "param_groups": header["optimizer_param_groups"]}
-        return cls(step=int(header["step"]), model=model, optimizer=optimizer, metadata=header["metadata"])
+        return cls(
+            step=int(header["step"]),
+            model=model,
+            optimizer=optimizer,
+            parameters=tuple(header["parameters"]),
+            metadata=header["metadata"],
+        )
 
 
 def state_file_name(step: int) -> str:
