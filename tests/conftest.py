@@ -1,4 +1,4 @@
-"""Shared fixtures: small configs on synthetic data that train in a fraction of a second."""
+"""Shared fixtures: small configs on synthetic data that run in a fraction of a second."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from twophase.core.chaos import ChaosConfig
 from twophase.core.config import RunConfig, load_config
 from twophase.core.plugins import Hooks, create_hooks
 
@@ -39,3 +40,22 @@ def hooks() -> Hooks:
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep decoded-image caches of the tests out of the user's cache folder."""
     monkeypatch.setenv("TWOPHASE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+SMALL_CHAOS = {
+    **SMALL_RUN,
+    "model.options": {"depth": 2, "batchnorm": True},
+    "train.length": "24",
+    "chaos.t0": "0,2,6",
+    "chaos.t1": "0,2,6,12,24",
+    "chaos.alpha_points": 3,
+    "chaos.bn_batches": 2,
+    "chaos.test_subset": 32,
+}
+
+
+def small_chaos_config(**overrides: Any) -> ChaosConfig:
+    """Return a 24-step chaos experiment of a BatchNorm cnn on 8x8 synthetic images."""
+    values = dict(SMALL_CHAOS)
+    values.update({key.replace("__", "."): value for key, value in overrides.items()})
+    return load_config(None, values, kind=ChaosConfig)

@@ -50,8 +50,9 @@ def test_hookspec_has_docstring(name: str) -> None:
 
 def test_builtins_register_through_hooks() -> None:
     hooks = create_hooks()
-    plugin_names = {entry.plugin for entry in hooks.registry.models.values()}
-    plugin_names |= {entry.plugin for entry in hooks.registry.datasets.values()}
+    plugin_names = set()
+    for table in (hooks.registry.models, hooks.registry.datasets, hooks.registry.perturbations, hooks.registry.metrics):
+        plugin_names |= {entry.plugin for entry in table.values()}
     assert plugin_names == set(BUILTIN_PLUGINS)
     assert all(hooks.manager.get_plugin(name) is not None for name in BUILTIN_PLUGINS)
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import typer
 
 from twophase import __version__
+from twophase.cli.chaos import chaos_command
+from twophase.cli.demo import demo_command
+from twophase.cli.plot import plot_command
 from twophase.cli.plugins import plugins_command
+from twophase.cli.show import show_command
 from twophase.cli.train import train_command
 
 app = typer.Typer(
@@ -17,7 +21,11 @@ app = typer.Typer(
 )
 
 app.command("train")(train_command)
+app.command("chaos")(chaos_command)
+app.command("demo")(demo_command)
 app.command("plugins")(plugins_command)
+app.command("show")(show_command)
+app.command("plot")(plot_command)
 
 
 def _show_version(value: bool) -> None:

@@ -7,23 +7,24 @@ dotted config keys.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from twophase.core.config import RunConfig
 from twophase.core.errors import ConfigError, UsageError
 
-_DEFAULTS = RunConfig().to_dict()
-
-
-def _default(dotted: str) -> str:
+def default_of(dotted: str, kind: type[RunConfig] = RunConfig) -> str:
+    """Return ' Default: VALUE.' for a config key, for help texts."""
     section, key = dotted.split(".")
-    value = _DEFAULTS[section][key]
-    shown = ",".join(value) if isinstance(value, list) else value
+    value = kind().to_dict()[section][key]
+    shown = ",".join(str(item) for item in value) if isinstance(value, list) else value
     return f" Default: {shown}."
 
 
@@ -32,30 +33,32 @@ MODEL = "Model"
 OPTIMIZER = "Optimizer"
 TRAINING = "Training"
 
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Log a status line every 30 s instead of drawing a progress bar.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML config file; flags given on the command line override its values.")]
-ModelName = Annotated[str | None, typer.Option("--model", help="Model: resnet20, vgg16, mlp, cnn, timm:NAME or torchvision:NAME." + _default("model.name"), rich_help_panel=MODEL)]
+ModelName = Annotated[str | None, typer.Option("--model", help="Model: resnet20, vgg16, mlp, cnn, timm:NAME or torchvision:NAME." + default_of("model.name"), rich_help_panel=MODEL)]
 Width = Annotated[int | None, typer.Option("--width", help="Width of built-in models: channels of the first stage (resnet20: 16, vgg16: 64, cnn: 32) or hidden units (mlp: 256).", rich_help_panel=MODEL)]
 ModelOptions = Annotated[list[str] | None, typer.Option("--model-option", help="Extra model option KEY=VALUE; repeat for several.", rich_help_panel=MODEL)]
-DatasetName = Annotated[str | None, typer.Option("--dataset", help="Data set: digits, synthetic, cifar10, cifar100 or imagefolder." + _default("data.name"), rich_help_panel=DATA)]
+DatasetName = Annotated[str | None, typer.Option("--dataset", help="Data set: digits, synthetic, cifar10, cifar100 or imagefolder." + default_of("data.name"), rich_help_panel=DATA)]
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Folder that contains the data set.", rich_help_panel=DATA)]
 Download = Annotated[bool | None, typer.Option("--download/--no-download", help="Download the data set into --data-dir if it is missing.", rich_help_panel=DATA)]
-Augmentation = Annotated[str | None, typer.Option("--augmentation", help="Training augmentation: flip-crop, none, or auto (the data set's default)." + _default("data.augmentation"), rich_help_panel=DATA)]
+Augmentation = Annotated[str | None, typer.Option("--augmentation", help="Training augmentation: flip-crop, none, or auto (the data set's default)." + default_of("data.augmentation"), rich_help_panel=DATA)]
 DataOptions = Annotated[list[str] | None, typer.Option("--data-option", help="Extra data set option KEY=VALUE, such as train_size=512; repeat for several.", rich_help_panel=DATA)]
 CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Folder for decoded-image caches. Default: $TWOPHASE_CACHE_DIR, else $XDG_CACHE_HOME/twophase, else ~/.cache/twophase.", rich_help_panel=DATA)]
-LearningRate = Annotated[float | None, typer.Option("--lr", help="Initial learning rate." + _default("optimizer.lr"), rich_help_panel=OPTIMIZER)]
-Momentum = Annotated[float | None, typer.Option("--momentum", help="SGD momentum, in [0, 1)." + _default("optimizer.momentum"), rich_help_panel=OPTIMIZER)]
-WeightDecay = Annotated[float | None, typer.Option("--weight-decay", help="L2 weight decay." + _default("optimizer.weight_decay"), rich_help_panel=OPTIMIZER)]
+LearningRate = Annotated[float | None, typer.Option("--lr", help="Initial learning rate." + default_of("optimizer.lr"), rich_help_panel=OPTIMIZER)]
+Momentum = Annotated[float | None, typer.Option("--momentum", help="SGD momentum, in [0, 1)." + default_of("optimizer.momentum"), rich_help_panel=OPTIMIZER)]
+WeightDecay = Annotated[float | None, typer.Option("--weight-decay", help="L2 weight decay." + default_of("optimizer.weight_decay"), rich_help_panel=OPTIMIZER)]
 Nesterov = Annotated[bool | None, typer.Option("--nesterov/--no-nesterov", help="Use Nesterov momentum.", rich_help_panel=OPTIMIZER)]
-Milestones = Annotated[str | None, typer.Option("--milestones", help="Steps or epochs where the learning rate is multiplied by --lr-factor, such as 80ep,120ep; 'none' for a constant rate." + _default("optimizer.milestones"), rich_help_panel=OPTIMIZER)]
-LearningRateFactor = Annotated[float | None, typer.Option("--lr-factor", help="Factor applied to the learning rate at each milestone." + _default("optimizer.lr_factor"), rich_help_panel=OPTIMIZER)]
+Milestones = Annotated[str | None, typer.Option("--milestones", help="Steps or epochs where the learning rate is multiplied by --lr-factor, such as 80ep,120ep; 'none' for a constant rate." + default_of("optimizer.milestones"), rich_help_panel=OPTIMIZER)]
+LearningRateFactor = Annotated[float | None, typer.Option("--lr-factor", help="Factor applied to the learning rate at each milestone." + default_of("optimizer.lr_factor"), rich_help_panel=OPTIMIZER)]
 Steps = Annotated[int | None, typer.Option("--steps", help="Length of training in optimizer steps.", rich_help_panel=TRAINING)]
-Epochs = Annotated[float | None, typer.Option("--epochs", help="Length of training in epochs (an alternative to --steps)." + _default("train.length"), rich_help_panel=TRAINING)]
-BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Training batch size." + _default("train.batch_size"), rich_help_panel=TRAINING)]
-InitSeed = Annotated[int | None, typer.Option("--init-seed", help="Seed of the parameter initialisation." + _default("train.init_seed"), rich_help_panel=TRAINING)]
-DataSeed = Annotated[int | None, typer.Option("--data-seed", help="Seed of batch order, augmentation and dropout." + _default("train.data_seed"), rich_help_panel=TRAINING)]
-Checkpoints = Annotated[str | None, typer.Option("--checkpoints", help="Step grid where states are saved and the test set is evaluated: 0,100,2000 or lin:0:end:11 or log:10:2000:8 or every:100 (steps; 5ep for epochs)." + _default("train.checkpoints"), rich_help_panel=TRAINING)]
-EvalBatchSize = Annotated[int | None, typer.Option("--eval-batch-size", help="Batch size when evaluating the test set." + _default("train.eval_batch_size"), rich_help_panel=TRAINING)]
-Device = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda." + _default("train.device"), rich_help_panel=TRAINING)]
+Epochs = Annotated[float | None, typer.Option("--epochs", help="Length of training in epochs (an alternative to --steps)." + default_of("train.length"), rich_help_panel=TRAINING)]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Training batch size." + default_of("train.batch_size"), rich_help_panel=TRAINING)]
+InitSeed = Annotated[int | None, typer.Option("--init-seed", help="Seed of the parameter initialisation." + default_of("train.init_seed"), rich_help_panel=TRAINING)]
+DataSeed = Annotated[int | None, typer.Option("--data-seed", help="Seed of batch order, augmentation and dropout." + default_of("train.data_seed"), rich_help_panel=TRAINING)]
+Checkpoints = Annotated[str | None, typer.Option("--checkpoints", help="Step grid where states are saved and the test set is evaluated: 0,100,2000 or lin:0:end:11 or log:10:2000:8 or every:100 (steps; 5ep for epochs)." + default_of("train.checkpoints"), rich_help_panel=TRAINING)]
+EvalBatchSize = Annotated[int | None, typer.Option("--eval-batch-size", help="Batch size when evaluating the test set." + default_of("train.eval_batch_size"), rich_help_panel=TRAINING)]
+Device = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda." + default_of("train.device"), rich_help_panel=TRAINING)]
 Deterministic = Annotated[bool | None, typer.Option("--deterministic/--no-deterministic", help="On CUDA: deterministic algorithms, no cuDNN benchmark, no TF32 (default on).", rich_help_panel=TRAINING)]
 ChannelsLast = Annotated[bool | None, typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format for convolutions (default on; faster on CPU).", rich_help_panel=TRAINING)]
 
@@ -155,3 +158,58 @@ def run_overrides(
         "train.deterministic": deterministic,
         "train.channels_last": channels_last,
     }
+
+
+RUN_OPTIONS: dict[str, Any] = {
+    "model": ModelName,
+    "width": Width,
+    "model_option": ModelOptions,
+    "dataset": DatasetName,
+    "data_dir": DataDir,
+    "download": Download,
+    "augmentation": Augmentation,
+    "data_option": DataOptions,
+    "cache_dir": CacheDir,
+    "lr": LearningRate,
+    "momentum": Momentum,
+    "weight_decay": WeightDecay,
+    "nesterov": Nesterov,
+    "milestones": Milestones,
+    "lr_factor": LearningRateFactor,
+    "steps": Steps,
+    "epochs": Epochs,
+    "batch_size": BatchSize,
+    "init_seed": InitSeed,
+    "data_seed": DataSeed,
+    "checkpoints": Checkpoints,
+    "eval_batch_size": EvalBatchSize,
+    "device": Device,
+    "deterministic": Deterministic,
+    "channels_last": ChannelsLast,
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_run_options(command: F) -> F:
+    """Add the training options to a command, which receives their config overrides.
+
+    The command declares a parameter `run_overrides` instead of the 25 options; Typer
+    sees the options through the wrapper's signature.
+    """
+    # eval_str resolves the command's string annotations (postponed by
+    # `from __future__ import annotations`), which Typer needs as objects.
+    signature = inspect.signature(command, eval_str=True)
+    own = [parameter for parameter in signature.parameters.values() if parameter.name != "run_overrides"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        for name, annotation in RUN_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in RUN_OPTIONS}
+        return command(run_overrides=run_overrides(**values), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]

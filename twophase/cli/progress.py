@@ -27,6 +27,9 @@ logger = logging.getLogger("twophase.cli.progress")
 
 LOG_INTERVAL_SECONDS = 30.0
 
+# Twins step in lockstep with their parent, so the parent's bar stands for all of them.
+SHOWN_ROLES = ("train", "parent")
+
 
 class _SpeedColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
@@ -69,6 +72,8 @@ class ProgressReporter:
 
     @hookimpl
     def on_run_start(self, run: Run) -> None:
+        if run.role not in SHOWN_ROLES:
+            return
         self.started[run.name] = (time.monotonic(), run.step)
         self.last_log = time.monotonic()
         if self.progress is not None:
@@ -78,6 +83,8 @@ class ProgressReporter:
 
     @hookimpl
     def on_step(self, run: Run, step: int, loss: float) -> None:
+        if run.name not in self.started:
+            return
         if self.progress is not None:
             self.progress.update(self.tasks[run.name], completed=step, loss=f"{loss:.4f}")
             return
@@ -88,7 +95,7 @@ class ProgressReporter:
 
     @hookimpl
     def on_run_end(self, run: Run) -> None:
-        if self.progress is not None:
+        if self.progress is not None and run.name in self.tasks:
             self.progress.update(self.tasks[run.name], completed=run.plan.total_steps)
 
     def _status_line(self, run: Run, step: int, loss: float, now: float) -> str:

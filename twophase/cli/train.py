@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -18,50 +18,19 @@ from twophase.core.training import TrainResult, train
 
 
 @handle_errors
+@options.with_run_options
 def train_command(
+    run_overrides: dict[str, Any],
     out: Annotated[Path, typer.Option("--out", help="Output folder; rerunning the same command into it resumes the run.")],
     config: options.ConfigOption = None,
-    model: options.ModelName = None,
-    width: options.Width = None,
-    model_option: options.ModelOptions = None,
-    dataset: options.DatasetName = None,
-    data_dir: options.DataDir = None,
-    download: options.Download = None,
-    augmentation: options.Augmentation = None,
-    data_option: options.DataOptions = None,
-    cache_dir: options.CacheDir = None,
-    lr: options.LearningRate = None,
-    momentum: options.Momentum = None,
-    weight_decay: options.WeightDecay = None,
-    nesterov: options.Nesterov = None,
-    milestones: options.Milestones = None,
-    lr_factor: options.LearningRateFactor = None,
-    steps: options.Steps = None,
-    epochs: options.Epochs = None,
-    batch_size: options.BatchSize = None,
-    init_seed: options.InitSeed = None,
-    data_seed: options.DataSeed = None,
-    checkpoints: options.Checkpoints = None,
-    eval_batch_size: options.EvalBatchSize = None,
-    device: options.Device = None,
-    deterministic: options.Deterministic = None,
-    channels_last: options.ChannelsLast = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier run with another config in --out.")] = False,
     stop_at: Annotated[int | None, typer.Option("--stop-at", help="Stop after this step with a saved state; rerun without it to continue.")] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="Log a status line every 30 s instead of drawing a progress bar.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+    no_progress: options.NoProgress = False,
+    verbose: options.Verbose = False,
 ) -> None:
     """Train one run, saving its states at the checkpoint grid and its curves under --out."""
     setup_logging(verbose)
-    overrides = options.run_overrides(
-        model=model, width=width, model_option=model_option, dataset=dataset, data_dir=data_dir,
-        download=download, augmentation=augmentation, data_option=data_option, cache_dir=cache_dir,
-        lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, milestones=milestones,
-        lr_factor=lr_factor, steps=steps, epochs=epochs, batch_size=batch_size, init_seed=init_seed,
-        data_seed=data_seed, checkpoints=checkpoints, eval_batch_size=eval_batch_size, device=device,
-        deterministic=deterministic, channels_last=channels_last,
-    )
-    run_config = load_config(config, overrides)
+    run_config = load_config(config, run_overrides)
 
     reporter = ProgressReporter(console, bar=not no_progress)
     hooks = create_hooks(plugins=[reporter])

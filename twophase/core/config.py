@@ -25,13 +25,15 @@ from twophase.core.errors import ConfigError, GridError
 from twophase.core.steps import Step, StepGrid
 
 T = TypeVar("T")
+C = TypeVar("C", bound="RunConfig")
 
 MAX_SEED = 2**63
 AUGMENTATIONS = ("auto", "flip-crop", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _help(text: str) -> dict[str, str]:
+def with_help(text: str) -> dict[str, str]:
+    """Return field metadata that carries the help text of a config field."""
     return {"help": text}
 
 
@@ -39,48 +41,48 @@ def _help(text: str) -> dict[str, str]:
 class ModelConfig:
     """The network to train."""
 
-    name: str = field(default="resnet20", metadata=_help("model name, such as resnet20, vgg16, mlp, cnn, timm:NAME, torchvision:NAME"))
-    width: int | None = field(default=None, metadata=_help("channel width of built-in models (resnet20: first stage, default 16)"))
-    options: dict[str, Any] = field(default_factory=dict, metadata=_help("extra model options, passed to the model builder"))
+    name: str = field(default="resnet20", metadata=with_help("model name, such as resnet20, vgg16, mlp, cnn, timm:NAME, torchvision:NAME"))
+    width: int | None = field(default=None, metadata=with_help("channel width of built-in models (resnet20: first stage, default 16)"))
+    options: dict[str, Any] = field(default_factory=dict, metadata=with_help("extra model options, passed to the model builder"))
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """The data set and its augmentation."""
 
-    name: str = field(default="digits", metadata=_help("data set name: digits, synthetic, cifar10, cifar100, imagefolder"))
-    data_dir: str | None = field(default=None, metadata=_help("folder that contains the data set"))
-    download: bool = field(default=False, metadata=_help("download the data set into data_dir if it is missing"))
-    augmentation: str = field(default="auto", metadata=_help("training augmentation: flip-crop, none, or auto (the data set's default)"))
-    cache_dir: str | None = field(default=None, metadata=_help("folder for decoded-image caches (default: ~/.cache/twophase)"))
-    options: dict[str, Any] = field(default_factory=dict, metadata=_help("extra data set options, passed to the loader"))
+    name: str = field(default="digits", metadata=with_help("data set name: digits, synthetic, cifar10, cifar100, imagefolder"))
+    data_dir: str | None = field(default=None, metadata=with_help("folder that contains the data set"))
+    download: bool = field(default=False, metadata=with_help("download the data set into data_dir if it is missing"))
+    augmentation: str = field(default="auto", metadata=with_help("training augmentation: flip-crop, none, or auto (the data set's default)"))
+    cache_dir: str | None = field(default=None, metadata=with_help("folder for decoded-image caches (default: ~/.cache/twophase)"))
+    options: dict[str, Any] = field(default_factory=dict, metadata=with_help("extra data set options, passed to the loader"))
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
     """SGD with momentum and a multistep learning-rate schedule."""
 
-    lr: float = field(default=0.1, metadata=_help("initial learning rate"))
-    momentum: float = field(default=0.9, metadata=_help("SGD momentum"))
-    weight_decay: float = field(default=1e-4, metadata=_help("L2 weight decay"))
-    nesterov: bool = field(default=False, metadata=_help("use Nesterov momentum"))
-    milestones: tuple[str, ...] = field(default=("80ep", "120ep"), metadata=_help("steps where the learning rate is multiplied by lr_factor, such as 80ep,120ep"))
-    lr_factor: float = field(default=0.1, metadata=_help("factor applied to the learning rate at each milestone"))
+    lr: float = field(default=0.1, metadata=with_help("initial learning rate"))
+    momentum: float = field(default=0.9, metadata=with_help("SGD momentum"))
+    weight_decay: float = field(default=1e-4, metadata=with_help("L2 weight decay"))
+    nesterov: bool = field(default=False, metadata=with_help("use Nesterov momentum"))
+    milestones: tuple[str, ...] = field(default=("80ep", "120ep"), metadata=with_help("steps where the learning rate is multiplied by lr_factor, such as 80ep,120ep"))
+    lr_factor: float = field(default=0.1, metadata=with_help("factor applied to the learning rate at each milestone"))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Length, batch, seeds, checkpoints and device of a run."""
 
-    length: str = field(default="160ep", metadata=_help("length of training in steps (300) or epochs (160ep)"))
-    batch_size: int = field(default=128, metadata=_help("training batch size"))
-    init_seed: int = field(default=0, metadata=_help("seed of the parameter initialisation"))
-    data_seed: int = field(default=0, metadata=_help("seed of batch order and augmentation"))
-    checkpoints: str = field(default="lin:0:end:11", metadata=_help("step grid where states are saved and the test set is evaluated"))
-    eval_batch_size: int = field(default=1000, metadata=_help("batch size when evaluating the test set"))
-    device: str = field(default="auto", metadata=_help("auto, cpu or cuda"))
-    deterministic: bool = field(default=True, metadata=_help("on CUDA: deterministic algorithms, no cuDNN benchmark, no TF32"))
-    channels_last: bool = field(default=True, metadata=_help("store 4-D activations and weights channels-last (faster convolutions on CPU)"))
+    length: str = field(default="160ep", metadata=with_help("length of training in steps (300) or epochs (160ep)"))
+    batch_size: int = field(default=128, metadata=with_help("training batch size"))
+    init_seed: int = field(default=0, metadata=with_help("seed of the parameter initialisation"))
+    data_seed: int = field(default=0, metadata=with_help("seed of batch order and augmentation"))
+    checkpoints: str = field(default="lin:0:end:11", metadata=with_help("step grid where states are saved and the test set is evaluated"))
+    eval_batch_size: int = field(default=1000, metadata=with_help("batch size when evaluating the test set"))
+    device: str = field(default="auto", metadata=with_help("auto, cpu or cuda"))
+    deterministic: bool = field(default=True, metadata=with_help("on CUDA: deterministic algorithms, no cuDNN benchmark, no TF32"))
+    channels_last: bool = field(default=True, metadata=with_help("store 4-D activations and weights channels-last (faster convolutions on CPU)"))
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,14 @@ class RunConfig:
         """Return the config as TOML text that `load_config` reads back unchanged."""
         return tomli_w.dumps(_without_none(self.to_dict()))
 
+    def validate(self) -> None:
+        """Check ranges and choices that do not depend on the data set; raise ConfigError."""
+        validate_config(self)
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None, kind: type[C] = RunConfig
+) -> C:
     """Read a config file (TOML) if given, apply dotted overrides, and validate.
 
     `overrides` maps dotted keys such as `optimizer.lr` to values; None values are
@@ -118,7 +126,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         if not isinstance(data[section], dict):
             raise ConfigError(f"invalid config: [{section}] must be a table, got {data[section]!r}")
         data[section][key] = value
-    return config_from_dict(data, source=str(path) if path else "command line")
+    return config_from_dict(data, source=str(path) if path else "command line", kind=kind)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -135,23 +143,23 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "config") -> RunConfig:
-    """Build and validate a RunConfig from nested plain data; name every unknown key."""
-    sections = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+def config_from_dict(data: Mapping[str, Any], source: str = "config", kind: type[C] = RunConfig) -> C:
+    """Build and validate a config of type `kind` from nested plain data; name every unknown key."""
+    sections = {f.name: f.type for f in dataclasses.fields(kind)}
     unknown = sorted(set(data) - set(sections))
     if unknown:
         raise ConfigError(
             f"unknown section(s) {', '.join(unknown)} in {source}; known sections: {', '.join(sections)}"
         )
-    hints = typing.get_type_hints(RunConfig)
+    hints = typing.get_type_hints(kind)
     built = {}
     for name in sections:
         section_data = data.get(name, {})
         if not isinstance(section_data, Mapping):
             raise ConfigError(f"invalid {source}: [{name}] must be a table, got {section_data!r}")
         built[name] = _build_section(hints[name], name, section_data, source)
-    config = RunConfig(**built)
-    validate_config(config)
+    config = kind(**built)
+    config.validate()
     return config
 
 
@@ -237,38 +245,40 @@ def _type_error(key: str, value: Any, expected: str) -> ConfigError:
 def validate_config(config: RunConfig) -> None:
     """Check ranges and choices that do not depend on the data set; raise ConfigError."""
     optimizer, train, data = config.optimizer, config.train, config.data
-    _require(optimizer.lr > 0, "optimizer.lr", optimizer.lr, "must be positive")
-    _require(0 <= optimizer.momentum < 1, "optimizer.momentum", optimizer.momentum, "must be in [0, 1)")
-    _require(optimizer.weight_decay >= 0, "optimizer.weight_decay", optimizer.weight_decay, "cannot be negative")
-    _require(optimizer.lr_factor > 0, "optimizer.lr_factor", optimizer.lr_factor, "must be positive")
-    _require(
+    require(optimizer.lr > 0, "optimizer.lr", optimizer.lr, "must be positive")
+    require(0 <= optimizer.momentum < 1, "optimizer.momentum", optimizer.momentum, "must be in [0, 1)")
+    require(optimizer.weight_decay >= 0, "optimizer.weight_decay", optimizer.weight_decay, "cannot be negative")
+    require(optimizer.lr_factor > 0, "optimizer.lr_factor", optimizer.lr_factor, "must be positive")
+    require(
         not optimizer.nesterov or optimizer.momentum > 0,
         "optimizer.nesterov", optimizer.nesterov, "needs momentum > 0",
     )
-    _require(train.batch_size > 0, "train.batch_size", train.batch_size, "must be positive")
-    _require(train.eval_batch_size > 0, "train.eval_batch_size", train.eval_batch_size, "must be positive")
+    require(train.batch_size > 0, "train.batch_size", train.batch_size, "must be positive")
+    require(train.eval_batch_size > 0, "train.eval_batch_size", train.eval_batch_size, "must be positive")
     for key, seed in (("train.init_seed", train.init_seed), ("train.data_seed", train.data_seed)):
-        _require(0 <= seed < MAX_SEED, key, seed, "must lie in [0, 2**63), the range of torch.manual_seed")
-    _require(train.device in DEVICES, "train.device", train.device, f"must be one of {', '.join(DEVICES)}")
-    _require(data.augmentation in AUGMENTATIONS, "data.augmentation", data.augmentation, f"must be one of {', '.join(AUGMENTATIONS)}")
-    _require(config.model.width is None or config.model.width > 0, "model.width", config.model.width, "must be positive")
+        require(0 <= seed < MAX_SEED, key, seed, "must lie in [0, 2**63), the range of torch.manual_seed")
+    require(train.device in DEVICES, "train.device", train.device, f"must be one of {', '.join(DEVICES)}")
+    require(data.augmentation in AUGMENTATIONS, "data.augmentation", data.augmentation, f"must be one of {', '.join(AUGMENTATIONS)}")
+    require(config.model.width is None or config.model.width > 0, "model.width", config.model.width, "must be positive")
 
-    length = _parse_in("train.length", Step.parse, train.length)
+    length = parse_setting("train.length", Step.parse, train.length)
     for milestone in optimizer.milestones:
-        _parse_in("optimizer.milestones", Step.parse, milestone)
-    _parse_in("train.checkpoints", StepGrid.parse, train.checkpoints)
-    _require(not length.is_end, "train.length", train.length, "must be a number of steps or epochs")
-    _require(length.iterations != 0 and length.epochs != 0, "train.length", train.length, "must be positive")
+        parse_setting("optimizer.milestones", Step.parse, milestone)
+    parse_setting("train.checkpoints", StepGrid.parse, train.checkpoints)
+    require(not length.is_end, "train.length", train.length, "must be a number of steps or epochs")
+    require(length.iterations != 0 and length.epochs != 0, "train.length", train.length, "must be positive")
 
 
-def _parse_in(key: str, parse: Callable[[str], T], text: str) -> T:
+def parse_setting(key: str, parse: Callable[[str], T], text: str) -> T:
+    """Parse a step or grid setting, naming `key` in the ConfigError if it is invalid."""
     try:
         return parse(text)
     except GridError as error:
         raise ConfigError(f"invalid value for {key}: {error}") from None
 
 
-def _require(condition: bool, key: str, value: Any, rule: str) -> None:
+def require(condition: bool, key: str, value: Any, rule: str) -> None:
+    """Raise ConfigError naming `key`, `value` and the `rule` it breaks unless `condition` holds."""
     if not condition:
         raise ConfigError(f"invalid value for {key}: {value!r} {rule}")
 

@@ -14,6 +14,7 @@ Layout of `OUT/`:
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import fcntl
 import json
 import logging
@@ -43,7 +44,12 @@ CHECKPOINT_FOLDER = "checkpoints"
 RESUME_FOLDER = "resume"
 CURVES_STORE = "curves.zarr"
 LOCK_FILE = ".lock"
-_OWNED = (CONFIG_FILE, INFO_FILE, CHECKPOINT_FOLDER, RESUME_FOLDER, CURVES_STORE)
+STATES_FOLDER = "states"
+RESULTS_STORE = "results.zarr"
+FIGURES_FOLDER = "figures"
+_OWNED = (
+    CONFIG_FILE, INFO_FILE, CHECKPOINT_FOLDER, RESUME_FOLDER, CURVES_STORE, STATES_FOLDER, RESULTS_STORE, FIGURES_FOLDER,
+)
 
 # Settings that may differ between a run and its resumption without changing results
 # on the same hardware: a data folder may move. A change of device or data folder is
@@ -52,21 +58,18 @@ _RESUME_INDEPENDENT = {("train", "device"), ("data", "data_dir"), ("data", "cach
 
 
 def package_versions() -> dict[str, str]:
-    """Return the versions of the packages that determine a run's numbers."""
-    import timm
-    import torch
-    import torchvision
+    """Return the versions of the packages that determine a run's numbers.
 
-    return {
-        "twophase": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
-        "numpy": np.__version__,
-        "xarray": xr.__version__,
-        "zarr": zarr.__version__,
-    }
+    Read from the installed metadata, so that timm and torchvision are not imported
+    only to learn their versions.
+    """
+    versions = {"twophase": __version__, "python": platform.python_version()}
+    for package in ("torch", "torchvision", "timm", "numpy", "xarray", "zarr"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -80,10 +83,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 class RunDirectory:
-    """The output folder of one training run."""
+    """The output folder of one training run or experiment.
 
-    def __init__(self, path: str | Path) -> None:
+    `kind` is `train`, `chaos` or `cone`, recorded in run.json; `config_type` reads the
+    saved config back.
+    """
+
+    def __init__(self, path: str | Path, kind: str = "train", config_type: type[RunConfig] = RunConfig) -> None:
         self.path = Path(path)
+        self.kind = kind
+        self.config_type = config_type
         self._lock_handle: TextIO | None = None
 
     @property
@@ -136,7 +145,7 @@ class RunDirectory:
 
         if not existing:
             info = {
-                "kind": "train",
+                "kind": self.kind,
                 "plan": asdict(plan),
                 "deterministic": deterministic,
                 "versions": package_versions(),
@@ -181,14 +190,24 @@ class RunDirectory:
     def read_config(self) -> RunConfig:
         """Read the run's saved config."""
         try:
-            return config_from_dict(read_toml(self.config_path), source=str(self.config_path))
+            return config_from_dict(read_toml(self.config_path), source=str(self.config_path), kind=self.config_type)
         except ConfigError as error:
             raise OutputError(f"run folder {str(self.path)!r} has an unreadable config: {error}") from None
+
+    def read_info(self) -> dict[str, Any]:
+        """Read run.json."""
+        try:
+            info = json.loads(self.info_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise OutputError(f"run folder {str(self.path)!r} has a damaged {INFO_FILE}: {error}") from None
+        if not isinstance(info, dict):
+            raise OutputError(f"run folder {str(self.path)!r} has a damaged {INFO_FILE}: not a JSON object")
+        return info
 
     def read_plan(self) -> RunPlan:
         """Read the run's resolved plan from run.json."""
         try:
-            plan = json.loads(self.info_path.read_text(encoding="utf-8"))["plan"]
+            plan = self.read_info()["plan"]
             return RunPlan(**{**plan, "checkpoints": tuple(plan["checkpoints"]), "milestones": tuple(plan["milestones"])})
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise OutputError(f"run folder {str(self.path)!r} has a damaged {INFO_FILE}: {error}") from None
@@ -217,6 +236,12 @@ class RunDirectory:
         shutil.rmtree(self.path / RESUME_FOLDER, ignore_errors=True)
 
     def _check_same_run(self, config: RunConfig, plan: RunPlan) -> None:
+        saved_kind = self.read_info().get("kind")
+        if saved_kind != self.kind:
+            raise OutputError(
+                f"output folder {str(self.path)!r} contains a {saved_kind} run, not a {self.kind} run; "
+                "choose another --out"
+            )
         saved = self.read_config()
         differences = _differences(saved.to_dict(), config.to_dict())
         if differences:

@@ -34,7 +34,12 @@ logger = logging.getLogger(__name__)
 
 BLOCK_ENVIRONMENT_VARIABLE = "TWOPHASE_BLOCK_PLUGINS"
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
-BUILTIN_PLUGINS = ("twophase.plugins.models", "twophase.plugins.datasets")
+BUILTIN_PLUGINS = (
+    "twophase.plugins.models",
+    "twophase.plugins.datasets",
+    "twophase.plugins.perturbations",
+    "twophase.plugins.metrics",
+)
 
 
 def blocked_plugin_names() -> list[str]:

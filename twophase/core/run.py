@@ -164,7 +164,8 @@ class Run:
     """One member of training: a model, its optimizer and the number of steps taken.
 
     The train loop steps every run of an experiment (one for `train`, a parent and its
-    twins for chaos) on the same batch. Hooks receive the run as `run`.
+    twins for chaos) on the same batch. Hooks receive the run as `run`. `role` is
+    `train`, `parent`, `twin` or `control`.
     """
 
     def __init__(
@@ -176,8 +177,10 @@ class Run:
         optimizer: torch.optim.Optimizer,
         out_dir: Path | None = None,
         step: int = 0,
+        role: str = "train",
     ) -> None:
         self.name = name
+        self.role = role
         self.config = config
         self.plan = plan
         self.model = model

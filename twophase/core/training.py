@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from twophase.core.config import RunConfig
+from twophase.core.config import C, RunConfig
 from twophase.core.data import ImageData
 from twophase.core.device import configure_determinism, resolve_device
 from twophase.core.errors import (
@@ -31,7 +31,7 @@ from twophase.core.errors import (
 )
 from twophase.core.output import CurveStore, RunDirectory
 from twophase.core.plugins import Hooks, create_hooks
-from twophase.core.run import Run, build_model, build_optimizer, make_plan
+from twophase.core.run import Run, RunPlan, build_model, build_optimizer, make_plan
 from twophase.core.specs import DatasetRequest
 from twophase.core.stream import DataStream
 
@@ -139,16 +139,8 @@ def train(
     continues the same run.
     """
     hooks = hooks or create_hooks()
-    config = with_absolute_paths(config)
-    hooks.registry.model(config.model.name)
-    dataset_spec = hooks.registry.dataset(config.data.name)
-    device = resolve_device(config.train.device)
-    configure_determinism(device, config.train.deterministic)
-
-    data = load_data(config, hooks)
-    augmentation = dataset_spec.default_augmentation if config.data.augmentation == "auto" else config.data.augmentation
-    stream = DataStream(data, config.train.batch_size, config.train.data_seed, augmentation, device, config.train.channels_last)
-    plan = make_plan(config, stream.steps_per_epoch, augmentation, device)
+    prepared = prepare_run(config, hooks)
+    config, device, data, stream, plan = prepared.config, prepared.device, prepared.data, prepared.stream, prepared.plan
     if stop_at is not None and not 0 <= stop_at <= plan.total_steps:
         raise ConfigError(f"invalid stop step {stop_at}: it must lie between 0 and the last step, {plan.total_steps}")
 
@@ -180,7 +172,36 @@ def train(
         directory.release()
 
 
-def with_absolute_paths(config: RunConfig) -> RunConfig:
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run's config with absolute paths, its device, data, data stream and plan."""
+
+    config: RunConfig
+    device: torch.device
+    data: ImageData
+    stream: DataStream
+    plan: RunPlan
+
+
+def prepare_run(config: C, hooks: Hooks) -> PreparedRun:
+    """Check the names, pick the device, load the data and resolve the plan of a run.
+
+    Everything here fails before an output folder is touched.
+    """
+    config = with_absolute_paths(config)
+    hooks.registry.model(config.model.name)
+    dataset_spec = hooks.registry.dataset(config.data.name)
+    device = resolve_device(config.train.device)
+    configure_determinism(device, config.train.deterministic)
+
+    data = load_data(config, hooks)
+    augmentation = dataset_spec.default_augmentation if config.data.augmentation == "auto" else config.data.augmentation
+    stream = DataStream(data, config.train.batch_size, config.train.data_seed, augmentation, device, config.train.channels_last)
+    plan = make_plan(config, stream.steps_per_epoch, augmentation, device)
+    return PreparedRun(config=config, device=device, data=data, stream=stream, plan=plan)
+
+
+def with_absolute_paths(config: C) -> C:
     """Return the config with its data and cache folders as absolute paths.
 
     The saved config then finds the same data when it is rerun from another folder.

@@ -1,0 +1,183 @@
+"""`twophase show`: print a chaos store's final values per t0, the noise floor and the transition step."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+import xarray as xr
+from rich.table import Table
+
+from twophase.cli.console import console, handle_errors, setup_logging
+from twophase.core.analysis import (
+    DEFAULT_TRANSITION_METRIC,
+    DEFAULT_TRANSITION_THRESHOLD,
+    SEED,
+    STATUS_MEANINGS,
+    control_floor,
+    final_values,
+    last_t1,
+    locate_store,
+    metric_names,
+    open_results,
+    record_transition,
+    status_counts,
+    summarize_seeds,
+    transition_step,
+)
+
+logger = logging.getLogger(__name__)
+
+# The metrics of the table with their symbol, header units and number format. C spans
+# orders of magnitude, so it is printed in scientific notation.
+COLUMNS = {
+    "param_cosine": ("C", "", ".2e"),
+    "loss_barrier": ("B", " (nats)", ".4f"),
+    "disagreement": ("D", "", ".4f"),
+}
+
+OutArgument = Annotated[Path, typer.Argument(help="Output folder of a chaos run, or its results.zarr.")]
+
+
+@handle_errors
+def show_command(
+    out: OutArgument,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold",
+            help="Test loss barrier in nats below which a t0 counts as stable, for the transition step.",
+        ),
+    ] = DEFAULT_TRANSITION_THRESHOLD,
+) -> None:
+    """Print C, B and D at the last t1 for each t0, the control twin's noise floor and the transition step.
+
+    Also records the transition step and threshold as attrs of the store.
+    """
+    setup_logging(verbose=False)
+    show_results(out, threshold)
+
+
+def show_results(out: Path, threshold: float = DEFAULT_TRANSITION_THRESHOLD) -> None:
+    """Print the table, the noise floor and the transition step of the store in `out`."""
+    store = locate_store(out)
+    dataset = open_results(store)
+    metrics = [metric for metric in COLUMNS if metric in metric_names(dataset)]
+    for metric in COLUMNS:
+        if metric not in metrics:
+            logger.warning("the results store has no metric %r; leaving out its column", metric)
+
+    console.print(_final_table(dataset, metrics, store))
+    _print_status_totals(dataset)
+    _print_control(dataset, metrics)
+
+    if DEFAULT_TRANSITION_METRIC not in metrics:
+        console.print(f"transition step: not estimated, the store has no {DEFAULT_TRANSITION_METRIC} metric", highlight=False)
+        return
+    step = transition_step(dataset, threshold)
+    seeds = ", mean over seeds" if SEED in dataset.dims else ""
+    console.print(
+        f"transition step: {'none' if step is None else step} (threshold {threshold:g} nats). "
+        f"Rule: the earliest t0 from which every later t0 too has B below the threshold at t1 = "
+        f"{last_t1(dataset)}{seeds}; a missing value counts as not below.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        record_transition(store, step, threshold)
+    except OSError as error:
+        logger.warning("failed to record the transition step in %s: %s", store, error)
+
+
+def _final_table(dataset: xr.Dataset, metrics: list[str], store: Path) -> Table:
+    final = final_values(dataset)
+    norm = summarize_seeds(dataset["perturbation_norm"])
+    changed = summarize_seeds(dataset["changed_fraction"])
+    counts = status_counts(dataset)
+    show_status = any(row["diverged"] or row["failed"] for row in counts.values())
+    final_status = dataset["status"].isel(t1=-1, drop=True)
+
+    seeds = f", mean ± std over {dataset.sizes[SEED]} seeds" if SEED in dataset.dims else ""
+    long_names = ", ".join(f"{COLUMNS[m][0]}: {dataset.metric_long_name.sel(metric=m).item()}" for m in metrics)
+    table = Table(
+        title=f"parent vs twin at the last t1 = {last_t1(dataset)}{seeds} ({store})",
+        caption=long_names,
+    )
+    table.add_column("t0", justify="right")
+    for metric in metrics:
+        symbol, units, _ = COLUMNS[metric]
+        table.add_column(symbol + units, justify="right")
+    # Headers broken by hand, so that the table fits 80 columns without cutting words.
+    table.add_column("perturbation\nnorm", justify="right", min_width=len("perturbation"))
+    table.add_column("changed\nfraction", justify="right")
+    if show_status:
+        table.add_column("cells not\ndone", justify="left")
+
+    for t0 in dataset.t0.values:
+        missing = _missing_reason(final_status.sel(t0=t0).values, int(t0), last_t1(dataset))
+        row = [str(int(t0))]
+        for metric in metrics:
+            cell = final.sel(t0=t0, metric=metric)
+            row.append(_format(cell, COLUMNS[metric][2], missing, separator="\n"))
+        row.append(_format(norm.sel(t0=t0), ".4e", separator="\n", spread_spec=".2e"))
+        row.append(_format(changed.sel(t0=t0), ".4f", separator="\n"))
+        if show_status:
+            row.append(_not_done(counts[int(t0)]))
+        table.add_row(*row)
+    return table
+
+
+def _print_status_totals(dataset: xr.Dataset) -> None:
+    totals = {meaning: 0 for meaning in STATUS_MEANINGS}
+    for row in status_counts(dataset).values():
+        for meaning, count in row.items():
+            totals[meaning] += count
+    listed = ", ".join(f"{count} {meaning}" for meaning, count in totals.items() if count)
+    console.print(f"cells with t1 >= t0: {listed or 'none'}", highlight=False)
+
+
+def _print_control(dataset: xr.Dataset, metrics: list[str]) -> None:
+    floor = control_floor(dataset)
+    values = ", ".join(
+        f"{COLUMNS[metric][0]} {_format(floor.sel(metric=metric), COLUMNS[metric][2], missing='not measured')}"
+        for metric in metrics
+    )
+    console.print(
+        f"control twin (no perturbation, branched at t0 = {int(dataset.attrs['control_t0'])}) "
+        f"at t1 = {last_t1(dataset)}: {values or 'no C, B or D in the store'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _format(
+    cell: xr.Dataset, spec: str, missing: str = "nan", separator: str = " ", spread_spec: str | None = None
+) -> str:
+    """Format a `value` with "± spread" after `separator` when there is a spread; `missing` replaces NaN."""
+    value = float(cell["value"])
+    if not math.isfinite(value):
+        return missing
+    text = format(value, spec)
+    if "spread" in cell and math.isfinite(float(cell["spread"])):
+        text += f"{separator}± {format(float(cell['spread']), spread_spec or spec)}"
+    return text
+
+
+def _missing_reason(codes: np.ndarray, t0: int, t1: int) -> str:
+    """Name the statuses of a final cell without a value, over seeds, such as "diverged"."""
+    if t1 < t0:
+        return "t1 < t0"
+    meanings = sorted({_meaning(int(code)) for code in np.atleast_1d(codes) if int(code) != 1})
+    return "/".join(meanings) or "nan"
+
+
+def _not_done(counts: dict[str, int]) -> str:
+    return ", ".join(f"{counts[meaning]} {meaning}" for meaning in ("diverged", "failed") if counts[meaning])
+
+
+def _meaning(code: int) -> str:
+    return STATUS_MEANINGS[code] if 0 <= code < len(STATUS_MEANINGS) else f"status {code}"

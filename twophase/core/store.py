@@ -1,0 +1,140 @@
+"""The result store `OUT/results.zarr`: labeled arrays indexed by (t0, t1, metric).
+
+The whole layout is written first, filled with NaN and `pending`; each finished t1
+column is then written into its region, status last. A killed run therefore loses at
+most the column in progress, and a rerun resumes from `status`. Region writes skip
+the consolidated metadata, which is written once when the experiment ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from twophase.core.specs import MetricSpec
+
+logger = logging.getLogger(__name__)
+
+PENDING, DONE, DIVERGED, FAILED = 0, 1, 2, 3
+STATUS_ATTRS = {
+    "long_name": "status of the cell",
+    "units": "1",
+    "flag_values": [PENDING, DONE, DIVERGED, FAILED],
+    "flag_meanings": "pending done diverged failed",
+}
+
+
+@dataclass(frozen=True)
+class ChaosLayout:
+    """The coordinates of a chaos store."""
+
+    seeds: tuple[int, ...] | None
+    t0: tuple[int, ...]
+    t1: tuple[int, ...]
+    metrics: tuple[MetricSpec, ...]
+    alphas: np.ndarray
+    total_steps: int
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [metric.name for metric in self.metrics]
+
+
+class ResultStore:
+    """Create, fill and read a result store with xarray."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.has_seed = False
+
+    def create_chaos(self, layout: ChaosLayout, attrs: Mapping[str, Any]) -> None:
+        """Write the whole chaos layout, every value NaN and every status pending."""
+        seed = ["seed"] if layout.seeds is not None else []
+        seed_size = [len(layout.seeds)] if layout.seeds is not None else []
+        shape_t0_t1 = (*seed_size, len(layout.t0), len(layout.t1))
+        metrics = len(layout.metrics)
+
+        def empty(*shape: int) -> np.ndarray:
+            return np.full(shape, np.nan)
+
+        variables = {
+            "values": ([*seed, "t0", "t1", "metric"], empty(*shape_t0_t1, metrics), _attrs("measured values", "see metric_units")),
+            "status": ([*seed, "t0", "t1"], np.full(shape_t0_t1, PENDING, dtype=np.int8), STATUS_ATTRS),
+            "barrier_curve": ([*seed, "t0", "t1", "alpha"], empty(*shape_t0_t1, len(layout.alphas)), _attrs("test loss of alpha * parent + (1 - alpha) * twin", "nats")),
+            "error_curve": ([*seed, "t0", "t1", "alpha"], empty(*shape_t0_t1, len(layout.alphas)), _attrs("test error of alpha * parent + (1 - alpha) * twin", "1")),
+            "control": ([*seed, "t1", "metric"], empty(*seed_size, len(layout.t1), metrics), _attrs("values of the control twin, perturbed by zero", "see metric_units")),
+            "requested_norm": ([*seed, "t0"], empty(*seed_size, len(layout.t0)), _attrs("requested perturbation norm", "1")),
+            "perturbation_norm": ([*seed, "t0"], empty(*seed_size, len(layout.t0)), _attrs("realized perturbation norm |theta' - theta| after float32 rounding", "1")),
+            "changed_fraction": ([*seed, "t0"], empty(*seed_size, len(layout.t0)), _attrs("fraction of perturbed coordinates whose float32 value changed", "1")),
+            "train_loss": ([*seed, "step"], empty(*seed_size, layout.total_steps + 1), _attrs("parent training loss of the step's batch", "nats")),
+            "test_loss": ([*seed, "t1"], empty(*seed_size, len(layout.t1)), _attrs("parent test loss", "nats")),
+            "test_accuracy": ([*seed, "t1"], empty(*seed_size, len(layout.t1)), _attrs("parent test accuracy", "1")),
+        }
+        coords: dict[str, Any] = {
+            "t0": ("t0", np.asarray(layout.t0, dtype=np.int64), _attrs("perturbation step", "steps")),
+            "t1": ("t1", np.asarray(layout.t1, dtype=np.int64), _attrs("measurement step", "steps")),
+            "metric": ("metric", _strings(layout.metric_names), {"long_name": "metric"}),
+            "metric_long_name": ("metric", _strings([m.long_name for m in layout.metrics])),
+            "metric_units": ("metric", _strings([m.units for m in layout.metrics])),
+            "alpha": ("alpha", np.asarray(layout.alphas, dtype=np.float64), _attrs("interpolation weight of the parent", "1")),
+            "step": ("step", np.arange(layout.total_steps + 1, dtype=np.int64), _attrs("optimizer steps completed", "steps")),
+        }
+        if layout.seeds is not None:
+            coords["seed"] = ("seed", np.asarray(layout.seeds, dtype=np.int64), {"long_name": "replicate seed"})
+        dataset = xr.Dataset(variables, coords=coords, attrs=_json_safe(attrs))
+        dataset.to_zarr(self.path, mode="w", consolidated=False, zarr_format=3)
+        self.has_seed = layout.seeds is not None
+
+    def open(self) -> xr.Dataset:
+        """Open the store lazily with xarray."""
+        dataset = xr.open_zarr(self.path, consolidated=False)
+        self.has_seed = "seed" in dataset.dims
+        return dataset
+
+    def write(self, seed_index: int, region: Mapping[str, slice], variables: Mapping[str, tuple[Sequence[str], np.ndarray]]) -> None:
+        """Write arrays into a region; dimension names exclude `seed`, which is added here."""
+        full_region = dict(region)
+        data = {}
+        for name, (dims, values) in variables.items():
+            values = np.asarray(values)
+            if self.has_seed:
+                dims = ("seed", *dims)
+                values = values[np.newaxis]
+            data[name] = (tuple(dims), values)
+        if self.has_seed:
+            full_region["seed"] = slice(seed_index, seed_index + 1)
+        xr.Dataset(data).to_zarr(self.path, region=full_region, mode="r+", consolidated=False)
+
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        group = zarr.open_group(str(self.path), mode="r+")
+        group.attrs.update(_json_safe(attrs))
+
+    def consolidate(self) -> None:
+        with warnings.catch_warnings():
+            # zarr 3.1 warns that consolidated metadata is not in the format 3 spec yet.
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            zarr.consolidate_metadata(str(self.path))
+
+
+def _attrs(long_name: str, units: str) -> dict[str, str]:
+    return {"long_name": long_name, "units": units}
+
+
+def _strings(values: Sequence[str]) -> np.ndarray:
+    # A NumPy fixed-width string array (<U12) makes zarr 3.1 warn that the dtype has no
+    # Zarr format 3 specification; Python strings (object dtype) write without it.
+    return np.asarray(list(values), dtype=object)
+
+
+def _json_safe(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert NumPy scalars to Python ones, which zarr's JSON attributes require."""
+    return json.loads(json.dumps(dict(attrs), default=lambda value: value.item() if hasattr(value, "item") else str(value)))

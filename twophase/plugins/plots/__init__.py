@@ -1,0 +1,5 @@
+"""Built-in figures of the results stores, written as PNG files with matplotlib's Agg renderer."""
+
+from twophase.plugins.plots.chaos import plot_chaos
+
+__all__ = ["plot_chaos"]
