@@ -1,6 +1,6 @@
 """The empirical neural tangent kernel (eNTK) of a network state, built on torch.func.
 
-For inputs x_1..x_n and outputs f(x) in R^c, J holds the per-example Jacobians of the
+For inputs x_1..x_n and outputs f(x) in R^c, J contains the per-example Jacobians of the
 outputs with respect to the trainable parameters, and H = J J^T. Kinds:
 
 - `trace`: n x n, H[i, j] = sum over logits k of <J[i, k], J[j, k]>;
@@ -32,7 +32,7 @@ KINDS = ("trace", "full", "logit-sum")
 
 @dataclass(frozen=True)
 class NtkPlan:
-    """How an eNTK computation is split to stay under a memory budget, and what it costs."""
+    """The split of an eNTK computation into chunks of examples under a memory budget."""
 
     kind: str
     samples: int
@@ -84,8 +84,8 @@ def empirical_ntk(
 ) -> torch.Tensor:
     """Compute the eNTK of `model` with the state `tensors` on `inputs`, in float64.
 
-    The model runs in eval mode, so BatchNorm uses its running statistics; `tensors`
-    holds parameters and buffers as in a state dict. Returns an (n, n) or, for `full`,
+    The model runs in eval mode, so BatchNorm uses its running statistics. `tensors`
+    contains parameters and buffers as in a state dict. Returns an (n, n) or, for `full`,
     an (nc, nc) matrix.
     """
     model.eval()
