@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from twophase.core.chaos import ChaosConfig
+from twophase.core.cone import ConeConfig
 from twophase.core.config import RunConfig, load_config
 from twophase.core.plugins import Hooks, create_hooks
 
@@ -59,3 +60,18 @@ def small_chaos_config(**overrides: Any) -> ChaosConfig:
     values = dict(SMALL_CHAOS)
     values.update({key.replace("__", "."): value for key, value in overrides.items()})
     return load_config(None, values, kind=ChaosConfig)
+
+
+SMALL_CONE = {
+    **SMALL_RUN,
+    "train.checkpoints": "0,4,8",
+    "cone.dts": ["2"],
+    "ntk.samples": 12,
+}
+
+
+def small_cone_config(**overrides: Any) -> ConeConfig:
+    """Return a cone experiment over a 12-step cnn run on 8x8 synthetic images."""
+    values = dict(SMALL_CONE)
+    values.update({key.replace("__", "."): value for key, value in overrides.items()})
+    return load_config(None, values, kind=ConeConfig)

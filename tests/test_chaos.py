@@ -20,7 +20,7 @@ import twophase
 from twophase import hookimpl
 from twophase.cli.app import app
 from twophase.core.chaos import run_chaos
-from twophase.core.errors import ConfigError, OutputError
+from twophase.core.errors import ConfigError, OutputError, UnknownNameError
 from twophase.core.perturbation import PerturbationRequest
 from twophase.core.plugins import Hooks, create_hooks
 from twophase.core.specs import PerturbationSpec
@@ -242,9 +242,9 @@ def test_test_subset_larger_than_test_set_rejected(tmp_path: Path, hooks: Hooks)
         run_chaos(small_chaos_config(chaos__test_subset=500), tmp_path, hooks=hooks)
 
 
-def test_cone_metric_name_rejected(tmp_path: Path, hooks: Hooks) -> None:
-    with pytest.raises(Exception, match="unknown metric 'kernel_distance'"):
-        run_chaos(small_chaos_config(chaos__metrics=["kernel_distance"]), tmp_path, hooks=hooks)
+def test_unknown_metric_rejected(tmp_path: Path, hooks: Hooks) -> None:
+    with pytest.raises(UnknownNameError, match="unknown metric 'kernel_distanse': did you mean kernel_distance"):
+        run_chaos(small_chaos_config(chaos__metrics=["kernel_distanse"]), tmp_path, hooks=hooks)
 
 
 def test_chaos_command(tmp_path: Path) -> None:
@@ -258,3 +258,21 @@ def test_chaos_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "results.zarr").is_dir()
     assert "twophase show" in result.output
+
+
+def test_kernel_distance_in_chaos(tmp_path: Path, hooks: Hooks) -> None:
+    config = small_chaos_config(
+        chaos__metrics=["kernel_distance", "param_cosine"], chaos__t0="0,6", chaos__t1="6,24", ntk__samples=8,
+    )
+    run_chaos(config, tmp_path, hooks=hooks)
+    store = open_store(tmp_path)
+    distance = store["values"].sel(metric="kernel_distance")
+    assert (distance.sel(t1=24).values > 0).all()
+    assert (store.control.sel(metric="kernel_distance", t1=24).values == 0.0).all()
+
+
+def test_ntk_samples_larger_than_data_rejected(tmp_path: Path, hooks: Hooks) -> None:
+    config = small_chaos_config(chaos__metrics=["kernel_distance"], ntk__samples=1000)
+    with pytest.raises(ConfigError, match="ntk.samples: 1000 exceeds the 96 training images"):
+        run_chaos(config, tmp_path, hooks=hooks)
+    assert not tmp_path.joinpath("results.zarr").exists()

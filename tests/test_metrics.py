@@ -13,7 +13,8 @@ from twophase.core.data import ImageData
 from twophase.core.measure import MeasurementContext, MeasureSettings, StateEvaluator
 from twophase.core.state import TrainingState
 from twophase.plugins import metrics
-from twophase.plugins.metrics import barrier, cosine_dissimilarity
+from twophase.core.measure import cosine_dissimilarity
+from twophase.plugins.metrics import barrier
 
 ALL = tuple(spec.name for spec in metrics.METRICS)
 

@@ -355,14 +355,23 @@ def test_folder_without_store(tmp_path: Path) -> None:
     assert "contains no results.zarr" in output
 
 
-def test_cone_store_not_supported(tmp_path: Path) -> None:
+def test_unknown_store_kind_not_supported(tmp_path: Path) -> None:
+    dataset = chaos_dataset()
+    dataset.attrs["experiment"] = "sweep"
+    write_store(tmp_path, dataset)
+    code, output = invoke("show", str(tmp_path))
+    assert code == 1
+    assert "kind 'sweep'" in output
+    assert "not support" in output
+
+
+def test_cone_label_on_chaos_arrays_is_damaged(tmp_path: Path) -> None:
     dataset = chaos_dataset()
     dataset.attrs["experiment"] = "cone"
     write_store(tmp_path, dataset)
     code, output = invoke("show", str(tmp_path))
     assert code == 1
-    assert "kind 'cone'" in output
-    assert "not support" in output
+    assert "missing array kernel_norm" in output
 
 
 def test_store_missing_attr(tmp_path: Path) -> None:

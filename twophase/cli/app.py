@@ -6,6 +6,7 @@ import typer
 
 from twophase import __version__
 from twophase.cli.chaos import chaos_command
+from twophase.cli.cone import cone_command
 from twophase.cli.demo import demo_command
 from twophase.cli.plot import plot_command
 from twophase.cli.plugins import plugins_command
@@ -22,6 +23,7 @@ app = typer.Typer(
 
 app.command("train")(train_command)
 app.command("chaos")(chaos_command)
+app.command("cone")(cone_command)
 app.command("demo")(demo_command)
 app.command("plugins")(plugins_command)
 app.command("show")(show_command)

@@ -1,4 +1,4 @@
-"""`twophase demo`: a chaos experiment on the bundled digits, with its table and figures."""
+"""`twophase demo`: chaos and cone experiments on the bundled digits, with tables and figures."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from twophase.cli.plot import draw_figures
 from twophase.cli.progress import ProgressReporter
 from twophase.cli.show import show_results
 from twophase.core.chaos import ChaosConfig, run_chaos
+from twophase.core.cone import ConeConfig, run_cone
 from twophase.core.config import load_config
 from twophase.core.plugins import create_hooks
 
@@ -20,7 +21,7 @@ from twophase.core.plugins import create_hooks
 # test accuracy after 1,000 steps). Twins branched in the first tens of steps end far
 # from their parent, and twins branched after about a hundred steps stay close. C
 # falls by more than ten orders of magnitude across the t0 grid; B and D fall to zero.
-DEMO_CHAOS: dict[str, Any] = {
+DEMO_RUN: dict[str, Any] = {
     "model.name": "mlp",
     "model.width": 64,
     "data.name": "digits",
@@ -28,8 +29,13 @@ DEMO_CHAOS: dict[str, Any] = {
     "optimizer.milestones": [],
     "train.length": "1000",
     "train.batch_size": 128,
-    "chaos.t0": "log:0:500:7",
-    "chaos.t1": "log:1:end:10",
+}
+DEMO_CHAOS: dict[str, Any] = {**DEMO_RUN, "chaos.t0": "log:0:500:7", "chaos.t1": "log:1:end:10"}
+DEMO_CONE: dict[str, Any] = {
+    **DEMO_RUN,
+    "train.checkpoints": "log:0:end:12",
+    "cone.dts": ["10"],
+    "ntk.samples": 200,
 }
 
 # Barriers between digits classifiers are small: even the earliest twins stay within a
@@ -39,24 +45,35 @@ DEMO_TRANSITION_THRESHOLD = 1e-3
 
 @handle_errors
 def demo_command(
-    out: Annotated[Path, typer.Option("--out", help="Output folder of the demo.")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option("--out", help="Output folder of the demo; the experiments go to its chaos/ and cone/ folders.")] = Path("runs/demo"),
     no_progress: options.NoProgress = False,
     verbose: options.Verbose = False,
 ) -> None:
-    """Run a small chaos experiment on the bundled digits, then print its table and draw its figures."""
+    """Run small chaos and cone experiments on the bundled digits, then print their tables and draw their figures."""
     setup_logging(verbose)
-    config = load_config(None, DEMO_CHAOS, kind=ChaosConfig)
+    chaos_config = load_config(None, DEMO_CHAOS, kind=ChaosConfig)
+    cone_config = load_config(None, DEMO_CONE, kind=ConeConfig)
     console.print(
-        f"chaos experiment: {config.model.name} (width {config.model.width}) on digits, learning rate "
-        f"{config.optimizer.lr}, {config.train.length} steps, twins branched at t0 = {config.chaos.t0}",
+        f"{chaos_config.model.name} (width {chaos_config.model.width}) on digits, learning rate "
+        f"{chaos_config.optimizer.lr}, {chaos_config.train.length} steps: chaos with twins branched at "
+        f"t0 = {chaos_config.chaos.t0}, then the eNTK cone at checkpoints {cone_config.train.checkpoints}",
         highlight=False,
     )
     reporter = ProgressReporter(console, bar=not no_progress)
     with reporter:
-        result = run_chaos(config, out, hooks=create_hooks(plugins=[reporter]))
+        chaos = run_chaos(chaos_config, out / "chaos", hooks=create_hooks(plugins=[reporter]))
+        cone = run_cone(cone_config, out / "cone", hooks=create_hooks(plugins=[reporter]))
 
-    show_results(result.out, DEMO_TRANSITION_THRESHOLD)
-    figures = draw_figures(result.out)
-    console.print(f"results: {result.store}", highlight=False, soft_wrap=True)
-    console.print(f"figures: {', '.join(str(path) for path in figures)}", highlight=False, soft_wrap=True)
-    console.print(f"config: {result.out / 'config.toml'} (rerun with `twophase chaos --config` to vary it)", highlight=False, soft_wrap=True)
+    for folder, threshold in ((chaos.out, DEMO_TRANSITION_THRESHOLD), (cone.out, None)):
+        if threshold is None:
+            show_results(folder)
+        else:
+            show_results(folder, threshold)
+        figures = draw_figures(folder)
+        console.print(f"figures: {', '.join(str(path) for path in figures)}", highlight=False, soft_wrap=True)
+    console.print(
+        f"results: {chaos.store} and {cone.store}; each folder's config.toml reruns its experiment with "
+        "`twophase chaos --config` or `twophase cone --config`",
+        highlight=False,
+        soft_wrap=True,
+    )

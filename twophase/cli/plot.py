@@ -8,7 +8,7 @@ from twophase.cli.console import console, handle_errors, setup_logging
 from twophase.cli.show import OutArgument
 from twophase.core.analysis import DEFAULT_TRANSITION_THRESHOLD, locate_store, open_results
 from twophase.core.output import FIGURES_FOLDER
-from twophase.plugins.plots import plot_chaos
+from twophase.plugins.plots import plot_chaos, plot_cone
 
 
 @handle_errors
@@ -29,5 +29,7 @@ def draw_figures(out: Path) -> list[Path]:
     """Draw the figures of the store in `out` into `out/figures`; return their paths."""
     store = locate_store(out)
     dataset = open_results(store)
+    if dataset.attrs.get("experiment") == "cone":
+        return plot_cone(dataset, store.parent / FIGURES_FOLDER)
     threshold = float(dataset.attrs.get("transition_threshold", DEFAULT_TRANSITION_THRESHOLD))
     return plot_chaos(dataset, store.parent / FIGURES_FOLDER, threshold=threshold)

@@ -12,6 +12,7 @@ import typer
 import xarray as xr
 from rich.table import Table
 
+from twophase.cli.cone_table import show_cone
 from twophase.cli.console import console, handle_errors, setup_logging
 from twophase.core.analysis import (
     DEFAULT_TRANSITION_METRIC,
@@ -66,6 +67,9 @@ def show_results(out: Path, threshold: float = DEFAULT_TRANSITION_THRESHOLD) -> 
     """Print the table, the noise floor and the transition step of the store in `out`."""
     store = locate_store(out)
     dataset = open_results(store)
+    if dataset.attrs.get("experiment") == "cone":
+        show_cone(dataset, store)
+        return
     metrics = [metric for metric in COLUMNS if metric in metric_names(dataset)]
     for metric in COLUMNS:
         if metric not in metrics:

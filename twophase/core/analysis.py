@@ -20,16 +20,23 @@ from twophase.core.output import RESULTS_STORE
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_EXPERIMENTS = ("chaos",)
+SUPPORTED_EXPERIMENTS = ("chaos", "cone")
 
 # A test loss barrier below 0.1 nats is taken to mean that parent and twin lie in one
 # basin up to noise, at the scale of barriers seen in linear-mode-connectivity studies.
 DEFAULT_TRANSITION_THRESHOLD = 0.1
 DEFAULT_TRANSITION_METRIC = "loss_barrier"
 
-REQUIRED_VARIABLES = ("values", "status", "control", "perturbation_norm", "changed_fraction")
+REQUIRED_VARIABLES = {
+    "chaos": ("values", "status", "control", "perturbation_norm", "changed_fraction"),
+    "cone": ("values", "status", "kernel_norm", "offset_distance", "cone_half_angle", "kernel_embedding"),
+}
 REQUIRED_COORDINATES = ("t0", "t1", "metric", "metric_long_name", "metric_units")
-REQUIRED_ATTRS = ("experiment", "control_t0")
+REQUIRED_ATTRS = {"chaos": ("experiment", "control_t0"), "cone": ("experiment",)}
+EXPECTED_DIMENSIONS = {
+    "chaos": {"values": {"t0", "t1", "metric"}, "status": {"t0", "t1"}, "control": {"t1", "metric"}},
+    "cone": {"values": {"t0", "t1", "metric"}, "status": {"t0", "t1"}, "offset_distance": {"dt", "t1"}},
+}
 
 STATUS_MEANINGS = ("pending", "done", "diverged", "failed")
 SEED = "seed"
@@ -73,7 +80,7 @@ def open_results(store: Path) -> xr.Dataset:
 
 
 def check_store(dataset: xr.Dataset, name: str = "results store") -> None:
-    """Raise OutputError unless `dataset` is a chaos store with every array and attr that show and plot read.
+    """Raise OutputError unless `dataset` is a chaos or cone store with every array and attr that show and plot read.
 
     Checks names and dimensions, not values: a store with wrong numbers passes.
     """
@@ -84,14 +91,14 @@ def check_store(dataset: xr.Dataset, name: str = "results store") -> None:
             f"it reads {', '.join(SUPPORTED_EXPERIMENTS)} stores only"
         )
 
-    missing = [f"array {key}" for key in REQUIRED_VARIABLES if key not in dataset.data_vars]
+    kind = experiment or "chaos"
+    missing = [f"array {key}" for key in REQUIRED_VARIABLES[kind] if key not in dataset.data_vars]
     missing += [f"coordinate {key}" for key in REQUIRED_COORDINATES if key not in dataset.coords]
-    missing += [f"attr {key}" for key in REQUIRED_ATTRS if key not in dataset.attrs]
+    missing += [f"attr {key}" for key in REQUIRED_ATTRS[kind] if key not in dataset.attrs]
     if missing:
         raise OutputError(f"{name} is damaged: missing {', '.join(missing)}; rerun the experiment to rewrite it")
 
-    expected_dims = {"values": {"t0", "t1", "metric"}, "status": {"t0", "t1"}, "control": {"t1", "metric"}}
-    for key, dims in expected_dims.items():
+    for key, dims in EXPECTED_DIMENSIONS[kind].items():
         found = set(dataset[key].dims) - {SEED}
         if found != dims:
             raise OutputError(

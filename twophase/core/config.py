@@ -85,6 +85,25 @@ class TrainConfig:
     channels_last: bool = field(default=True, metadata=with_help("store 4-D activations and weights channels-last (faster convolutions on CPU)"))
 
 
+NTK_KINDS = ("trace", "full", "logit-sum")
+
+
+@dataclass(frozen=True)
+class NtkSettings:
+    """The `[ntk]` table of the experiments: how the empirical NTK of a state is computed."""
+
+    samples: int = field(default=500, metadata=with_help("training inputs of the eNTK, a fixed seeded subset"))
+    kind: str = field(default="trace", metadata=with_help("eNTK kind: trace (n x n, summed over logits), full (nc x nc), logit-sum"))
+    seed: int = field(default=0, metadata=with_help("seed of the eNTK's input subset"))
+    memory: int = field(default=4096, metadata=with_help("memory budget of one eNTK computation, in MiB"))
+
+    def validate(self) -> None:
+        require(self.samples > 0, "ntk.samples", self.samples, "must be positive")
+        require(self.kind in NTK_KINDS, "ntk.kind", self.kind, f"must be one of {', '.join(NTK_KINDS)}")
+        require(0 <= self.seed < MAX_SEED, "ntk.seed", self.seed, "must lie in [0, 2**63)")
+        require(self.memory > 0, "ntk.memory", self.memory, "must be positive")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One training run: model, data, optimizer and training settings."""
@@ -224,7 +243,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise TypeError(f"config field {key} has an unsupported type {annotation!r}")
 
 
-_STEP_KEYS = {"train.length", "optimizer.milestones"}
+_STEP_KEYS = {"train.length", "optimizer.milestones", "cone.dts", "cone.taus"}
 
 
 def _check_finite(value: Any, key: str) -> None:

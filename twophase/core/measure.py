@@ -17,17 +17,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from twophase.core.config import NtkSettings
 from twophase.core.data import ImageData
+from twophase.core.errors import ConfigError, PluginError
+from twophase.core.ntk import NtkPlan, empirical_ntk, plan_ntk
 from twophase.core.state import TrainingState
-from twophase.core.stream import seeded_generator
+from twophase.core.stream import seeded_generator, seeded_global_generators
 
 logger = logging.getLogger(__name__)
 
 _BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
-# Tag of the seed sequence that picks the BatchNorm batches and the test subset, kept
-# apart from the tags of batch order, augmentation and dropout in the data stream.
+# Tags of the seed sequences that pick the BatchNorm batches and the test subset, and
+# the eNTK inputs, kept apart from the data stream's batch order, augmentation and dropout.
 _MEASURE_STREAM = 3
+_NTK_STREAM = 4
+
+
+def cosine_dissimilarity(u: torch.Tensor, v: torch.Tensor) -> float:
+    """Return 1 - cos(u, v) of two flattened tensors as 0.5 * |u/|u| - v/|v||^2, in float64.
+
+    The direct form 1 - <u, v>/(|u||v|) cancels to exactly 0 for nearly parallel
+    vectors; the squared difference of the unit vectors keeps its digits.
+    """
+    u, v = u.reshape(-1).double(), v.reshape(-1).double()
+    return float(0.5 * (u / u.norm() - v / v.norm()).square().sum())
 
 
 @dataclass(frozen=True)
@@ -125,12 +139,45 @@ class StateEvaluator:
         self.model.train()
         # Dropout in train mode would make the statistics random; a fixed seed keeps them
         # a function of the parameters alone.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.settings.seed)
+        device = self.bn_images[0].device
+        with seeded_global_generators(self.settings.seed, device):
             for images in self.bn_images:
                 self.model(self.normalise(images))
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
+
+
+class KernelSource:
+    """Compute a state's eNTK on a fixed, seeded subset of training inputs.
+
+    The inputs are normalised training images without augmentation; `plan` splits the
+    computation under the memory budget of `settings.memory` MiB.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: ImageData,
+        normalise: Callable[[torch.Tensor], torch.Tensor],
+        settings: NtkSettings,
+    ) -> None:
+        train_count = int(data.train_images.shape[0])
+        if settings.samples > train_count:
+            raise ConfigError(
+                f"invalid value for ntk.samples: {settings.samples} exceeds the {train_count} training "
+                f"images of {data.name!r}; use at most {train_count}"
+            )
+        order = torch.randperm(train_count, generator=seeded_generator(settings.seed, _NTK_STREAM, 0))
+        index = order[: settings.samples].sort().values.to(data.train_images.device)
+        self.model = model
+        self.inputs = normalise(data.train_images[index])
+        self.indices = index
+        parameters = sum(parameter.numel() for parameter in model.parameters())
+        self.plan: NtkPlan = plan_ntk(settings.kind, settings.samples, data.num_classes, parameters, settings.memory * 2**20)
+
+    def compute(self, state: TrainingState) -> torch.Tensor:
+        """Return the state's eNTK in float64."""
+        return empirical_ntk(self.model, state.model, state.parameters, self.inputs, self.plan)
 
 
 @dataclass
@@ -138,15 +185,16 @@ class MeasurementContext:
     """The `context` argument of the `measure` hook.
 
     `requested` names the metrics to return. `summary(state, name, compute)` caches a
-    per-state result; the built-in summaries are `test_outputs`, `endpoint_outputs` and
-    `parameter_vector`. `curves` collects arrays that a metric records for the current
-    pair (the barrier curves over `alphas`).
+    per-state result; the built-in summaries are `test_outputs`, `endpoint_outputs`,
+    `parameter_vector` and `kernel`. `curves` collects arrays that a metric records for
+    the current pair (the barrier curves over `alphas`).
     """
 
     requested: tuple[str, ...]
     experiment: str
     evaluator: StateEvaluator
     alphas: np.ndarray
+    kernels: KernelSource | None = None
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     pair_cache: dict[str, Any] = field(default_factory=dict)
     _cache: dict[tuple[Hashable, str], Any] = field(default_factory=dict)
@@ -159,6 +207,10 @@ class MeasurementContext:
             self._cache[key] = compute(state)
             self.computations[name] = self.computations.get(name, 0) + 1
         return self._cache[key]
+
+    def store_summary(self, state: TrainingState, name: str, value: Any) -> None:
+        """Put a summary computed elsewhere (for example read from disk) into the cache."""
+        self._cache[(state_key(state), name)] = value
 
     def test_outputs(self, state: TrainingState) -> TestOutputs:
         """Return the state's test outputs with its own BatchNorm statistics."""
@@ -173,6 +225,12 @@ class MeasurementContext:
     def parameter_vector(self, state: TrainingState) -> torch.Tensor:
         """Return the state's parameters as one float64 vector."""
         return self.summary(state, "parameter_vector", lambda s: s.parameter_vector())
+
+    def kernel(self, state: TrainingState) -> torch.Tensor:
+        """Return the state's eNTK (float64), computed once per state."""
+        if self.kernels is None:
+            raise PluginError("an eNTK was requested, but this experiment was set up without eNTK inputs")
+        return self.summary(state, "kernel", self.kernels.compute)
 
     def interpolated_outputs(self, a: TrainingState, b: TrainingState, alpha: float) -> TestOutputs:
         """Evaluate the network alpha * a + (1 - alpha) * b, interpolated in float64.

@@ -23,11 +23,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from twophase.core.config import NTK_KINDS as KINDS
 from twophase.core.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("trace", "full", "logit-sum")
+__all__ = ["KINDS", "NtkPlan", "empirical_ntk", "plan_ntk"]
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,13 @@ RESUME_FOLDER = "resume"
 CURVES_STORE = "curves.zarr"
 LOCK_FILE = ".lock"
 STATES_FOLDER = "states"
+RUN_FOLDER = "run"
+KERNEL_FOLDER = "kernels"
 RESULTS_STORE = "results.zarr"
 FIGURES_FOLDER = "figures"
 _OWNED = (
     CONFIG_FILE, INFO_FILE, CHECKPOINT_FOLDER, RESUME_FOLDER, CURVES_STORE, STATES_FOLDER, RESULTS_STORE, FIGURES_FOLDER,
+    RUN_FOLDER, KERNEL_FOLDER,
 )
 
 # Settings that may differ between a run and its resumption without changing results

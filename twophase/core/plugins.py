@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from twophase.core import hookspecs
-from twophase.core.errors import PluginError, TwophaseError, unknown_name
+from twophase.core.errors import PluginError, TwophaseError, UsageError, unknown_name
 from twophase.core.specs import DatasetSpec, MetricSpec, ModelSpec, PerturbationSpec
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ BUILTIN_PLUGINS = (
     "twophase.plugins.datasets",
     "twophase.plugins.perturbations",
     "twophase.plugins.metrics",
+    "twophase.plugins.ntk",
 )
 
 
@@ -170,6 +171,18 @@ class Registry:
 
     def metric(self, name: str) -> MetricSpec:
         return self._lookup(self.metrics, "metric", name)
+
+    def metrics_for(self, names: Iterable[str], experiment: str) -> tuple[MetricSpec, ...]:
+        """Return the specs of `names`, rejecting metrics that do not apply to `experiment`."""
+        specs = []
+        for name in names:
+            spec = self.metric(name)
+            if experiment not in spec.experiments:
+                raise UsageError(
+                    f"invalid metric {name!r} for {experiment}: it applies to {', '.join(spec.experiments)} experiments only"
+                )
+            specs.append(spec)
+        return tuple(specs)
 
     @staticmethod
     def _lookup(table: dict[str, Registered], kind: str, name: str) -> Any:

@@ -19,7 +19,7 @@ from twophase.core.plugins import Registry
 from twophase.core.specs import ModelRequest
 from twophase.core.state import TrainingState
 from twophase.core.steps import Step, StepGrid
-from twophase.core.stream import Batch, forward_seed
+from twophase.core.stream import Batch, forward_seed, seed_global_generators, seeded_global_generators
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +103,9 @@ def build_model(registry: Registry, config: RunConfig, data: ImageData, device: 
         width=config.model.width,
         options=dict(config.model.options),
     )
-    # Module constructors draw from the global generator; forking keeps the caller's
+    # Module constructors draw from the global CPU generator; forking keeps the caller's
     # random state untouched while making the initialisation a function of the seed.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.train.init_seed)
+    with seeded_global_generators(config.train.init_seed, torch.device("cpu")):
         try:
             model = spec.build(request)
         except TwophaseError:
@@ -213,7 +212,7 @@ class Run:
         self.model.train()
         # Reseeding makes dropout and other random layers a function of (data seed, step),
         # the same for a parent and its twins and for a resumed run.
-        torch.manual_seed(forward_seed(self.config.train.data_seed, self.step))
+        seed_global_generators(forward_seed(self.config.train.data_seed, self.step), batch.images.device)
         logits = self.model(batch.images)
         loss = F.cross_entropy(logits, batch.labels)
         self.optimizer.zero_grad(set_to_none=True)

@@ -49,6 +49,16 @@ class ChaosLayout:
         return [metric.name for metric in self.metrics]
 
 
+@dataclass(frozen=True)
+class ConeLayout:
+    """The coordinates of a cone store: every checkpoint is both a tau (t0) and a t (t1)."""
+
+    steps: tuple[int, ...]
+    metrics: tuple[MetricSpec, ...]
+    dts: tuple[int, ...]
+    total_steps: int
+
+
 class ResultStore:
     """Create, fill and read a result store with xarray."""
 
@@ -94,6 +104,39 @@ class ResultStore:
         dataset.to_zarr(self.path, mode="w", consolidated=False, zarr_format=3)
         self.has_seed = layout.seeds is not None
 
+    def create_cone(self, layout: ConeLayout, attrs: Mapping[str, Any]) -> None:
+        """Write the whole cone layout, every value NaN and every status pending."""
+        count, metrics = len(layout.steps), len(layout.metrics)
+
+        def empty(*shape: int) -> np.ndarray:
+            return np.full(shape, np.nan)
+
+        steps = np.asarray(layout.steps, dtype=np.int64)
+        variables = {
+            "values": (["t0", "t1", "metric"], empty(count, count, metrics), _attrs("measured values between the states at tau (t0) and t (t1)", "see metric_units")),
+            "status": (["t0", "t1"], np.full((count, count), PENDING, dtype=np.int8), STATUS_ATTRS),
+            "kernel_norm": (["t1"], empty(count), _attrs("Frobenius norm of the eNTK", "1")),
+            "cone_half_angle": (["t0"], empty(count), _attrs("largest angle between the eNTK at tau and any later eNTK", "degree")),
+            "offset_distance": (["dt", "t1"], empty(len(layout.dts), count), _attrs("kernel distance S(t, t + dt)", "1")),
+            "kernel_embedding": (["t1", "component"], empty(count, 2), _attrs("classical MDS of the angles between normalised eNTKs", "degree")),
+            "train_loss": (["step"], empty(layout.total_steps + 1), _attrs("training loss of the step's batch", "nats")),
+            "test_loss": (["t1"], empty(count), _attrs("test loss", "nats")),
+            "test_accuracy": (["t1"], empty(count), _attrs("test accuracy", "1")),
+        }
+        coords: dict[str, Any] = {
+            "t0": ("t0", steps, _attrs("reference step tau", "steps")),
+            "t1": ("t1", steps.copy(), _attrs("compared step t", "steps")),
+            "metric": ("metric", _strings([m.name for m in layout.metrics]), {"long_name": "metric"}),
+            "metric_long_name": ("metric", _strings([m.long_name for m in layout.metrics])),
+            "metric_units": ("metric", _strings([m.units for m in layout.metrics])),
+            "dt": ("dt", np.asarray(layout.dts, dtype=np.int64), _attrs("offset of the compared step", "steps")),
+            "component": ("component", np.arange(2, dtype=np.int64), {"long_name": "embedding component"}),
+            "step": ("step", np.arange(layout.total_steps + 1, dtype=np.int64), _attrs("optimizer steps completed", "steps")),
+        }
+        dataset = xr.Dataset(variables, coords=coords, attrs=_json_safe(attrs))
+        dataset.to_zarr(self.path, mode="w", consolidated=False, zarr_format=3)
+        self.has_seed = False
+
     def open(self) -> xr.Dataset:
         """Open the store lazily with xarray."""
         dataset = xr.open_zarr(self.path, consolidated=False)
@@ -113,6 +156,11 @@ class ResultStore:
         if self.has_seed:
             full_region["seed"] = slice(seed_index, seed_index + 1)
         xr.Dataset(data).to_zarr(self.path, region=full_region, mode="r+", consolidated=False)
+
+    def write_whole(self, variables: Mapping[str, tuple[Sequence[str], np.ndarray]]) -> None:
+        """Overwrite whole arrays of the layout with new values of the same shape."""
+        data = {name: (tuple(dims), np.asarray(values)) for name, (dims, values) in variables.items()}
+        xr.Dataset(data).to_zarr(self.path, mode="r+", consolidated=False)
 
     def set_attrs(self, attrs: Mapping[str, Any]) -> None:
         group = zarr.open_group(str(self.path), mode="r+")

@@ -14,10 +14,9 @@ For states i and j with flattened parameters u and v:
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from twophase import hookimpl
-from twophase.core.measure import MeasurementContext
+from twophase.core.measure import MeasurementContext, cosine_dissimilarity
 from twophase.core.specs import MetricSpec
 from twophase.core.state import TrainingState
 
@@ -67,12 +66,6 @@ def measure(a: TrainingState, b: TrainingState, context: MeasurementContext) -> 
             values["error_barrier"] = barrier(errors)
             context.curves["error_barrier"] = errors
     return values
-
-
-def cosine_dissimilarity(u: torch.Tensor, v: torch.Tensor) -> float:
-    """Return 1 - cos(u, v) as 0.5 * |u/|u| - v/|v||^2, in float64."""
-    u, v = u.double(), v.double()
-    return float(0.5 * (u / u.norm() - v / v.norm()).square().sum())
 
 
 def barrier(curve: np.ndarray) -> float:

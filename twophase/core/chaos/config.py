@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from twophase.core.config import MAX_SEED, RunConfig, parse_setting, require, with_help
+from twophase.core.config import MAX_SEED, NtkSettings, RunConfig, parse_setting, require, with_help
 from twophase.core.steps import StepGrid
 
 DEFAULT_METRICS = ("param_cosine", "param_distance", "loss_barrier", "error_barrier", "disagreement")
@@ -33,9 +33,11 @@ class ChaosConfig(RunConfig):
     """A chaos experiment: the parent's training run and the `[chaos]` settings."""
 
     chaos: ChaosSettings = field(default_factory=ChaosSettings)
+    ntk: NtkSettings = field(default_factory=NtkSettings)
 
     def validate(self) -> None:
         super().validate()
+        self.ntk.validate()
         chaos = self.chaos
         for key in ("t0", "t1"):
             parse_setting(f"chaos.{key}", StepGrid.parse, getattr(chaos, key))

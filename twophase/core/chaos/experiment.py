@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 from twophase.core.chaos.config import ChaosConfig
-from twophase.core.chaos.replicate import ChaosPlan, Replicate
+from twophase.core.chaos.replicate import KERNEL_METRIC, ChaosPlan, Replicate
 from twophase.core.config import parse_setting
 from twophase.core.data import ImageData
-from twophase.core.errors import ConfigError, UsageError
+from twophase.core.errors import ConfigError
+from twophase.core.measure import KernelSource
 from twophase.core.output import RESULTS_STORE, RunDirectory, package_versions
 from twophase.core.plugins import Hooks, create_hooks
 from twophase.core.run import RunPlan, build_model
-from twophase.core.specs import MetricSpec
 from twophase.core.steps import StepGrid
 from twophase.core.store import ChaosLayout, ResultStore
 from twophase.core.training import prepare_run
@@ -43,7 +43,7 @@ def run_chaos(config: ChaosConfig, out: str | Path, *, hooks: Hooks | None = Non
     """Run a chaos experiment into `out`, resuming from its store and saved states if it exists."""
     started = time.perf_counter()
     hooks = hooks or create_hooks()
-    metrics = _chaos_metrics(config, hooks)
+    metrics = hooks.registry.metrics_for(config.chaos.metrics, "chaos")
     hooks.registry.perturbation(config.chaos.perturbation)
     prepared = prepare_run(config, hooks)
     config, device, data, base_plan = prepared.config, prepared.device, prepared.data, prepared.plan
@@ -51,7 +51,10 @@ def run_chaos(config: ChaosConfig, out: str | Path, *, hooks: Hooks | None = Non
     chaos_plan = resolve_grids(config, base_plan)
     plan = dataclasses.replace(base_plan, checkpoints=tuple(sorted(set(chaos_plan.t0) | set(chaos_plan.t1) | {base_plan.total_steps})))
     _check_test_subset(config, data)
-    build_model(hooks.registry, config, data, device)
+    model = build_model(hooks.registry, config, data, device)
+    if KERNEL_METRIC in config.chaos.metrics:
+        # Checks the eNTK subset and memory budget before anything is written.
+        KernelSource(model, prepared.stream.data, prepared.stream.normalise, config.ntk)
 
     directory = RunDirectory(out, kind="chaos", config_type=ChaosConfig)
     store = ResultStore(directory.path / RESULTS_STORE)
@@ -115,18 +118,6 @@ def resolve_grids(config: ChaosConfig, plan: RunPlan) -> ChaosPlan:
     control_t0 = next((step for step in t0 if step > 0), min(positive) if positive else 0)
     alphas = np.linspace(0.0, 1.0, config.chaos.alpha_points)
     return ChaosPlan(t0=t0, t1=t1, control_t0=control_t0, alphas=alphas)
-
-
-def _chaos_metrics(config: ChaosConfig, hooks: Hooks) -> tuple[MetricSpec, ...]:
-    specs = []
-    for name in config.chaos.metrics:
-        spec = hooks.registry.metric(name)
-        if "chaos" not in spec.experiments:
-            raise UsageError(
-                f"invalid metric {name!r} for chaos: it applies to {', '.join(spec.experiments)} experiments only"
-            )
-        specs.append(spec)
-    return tuple(specs)
 
 
 def _check_test_subset(config: ChaosConfig, data: ImageData) -> None:

@@ -25,7 +25,7 @@ import torch
 from twophase.core.chaos.config import ChaosConfig
 from twophase.core.data import ImageData
 from twophase.core.errors import PluginError, TrainingDivergedError
-from twophase.core.measure import MeasurementContext, MeasureSettings, StateEvaluator
+from twophase.core.measure import KernelSource, MeasurementContext, MeasureSettings, StateEvaluator
 from twophase.core.output import write_text_atomic
 from twophase.core.perturbation import PerturbationRequest, apply_perturbation, select_parameters
 from twophase.core.plugins import Hooks
@@ -38,6 +38,9 @@ from twophase.core.stream import DataStream, seeded_generator
 logger = logging.getLogger(__name__)
 
 MEMBERS_FILE = "members.json"
+
+# The metric that needs eNTK inputs in the measurement context.
+KERNEL_METRIC = "kernel_distance"
 
 
 @dataclass(frozen=True)
@@ -338,9 +341,14 @@ class Replicate:
         )
         scratch = build_model(self.hooks.registry, self.config, self.data, self.device)
         evaluator = StateEvaluator(scratch, self.stream.data, self.stream.normalise, settings)
+        requested = tuple(metric.name for metric in self.metrics)
+        kernels = None
+        if KERNEL_METRIC in requested:
+            kernels = KernelSource(scratch, self.stream.data, self.stream.normalise, self.config.ntk)
         return MeasurementContext(
-            requested=tuple(metric.name for metric in self.metrics),
+            requested=requested,
             experiment="chaos",
             evaluator=evaluator,
             alphas=self.grids.alphas,
+            kernels=kernels,
         )

@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
-from matplotlib.scale import SymmetricalLogScale
 
 from twophase.core.analysis import (
     DEFAULT_TRANSITION_METRIC,
@@ -29,6 +27,12 @@ from twophase.core.analysis import (
     metric_names,
     transition_step,
 )
+from twophase.plugins.plots.axes import (
+    LINTHRESH,
+    padded_limits,
+    save_figure,
+    step_edges,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +41,6 @@ FINAL_METRICS = ("loss_barrier", "disagreement")
 SYMBOLS = {"param_cosine": "C", "loss_barrier": "B", "disagreement": "D"}
 # Metrics that span orders of magnitude, drawn with a log colour scale.
 LOG_COLOUR_METRICS = ("param_cosine",)
-LINTHRESH = 1
-DPI = 150
 NOT_DONE = (2, 3)  # status codes diverged and failed
 
 
@@ -56,24 +58,14 @@ def plot_chaos(dataset: xr.Dataset, out_dir: Path, threshold: float = DEFAULT_TR
         if metric not in available:
             logger.warning("the results store has no metric %r; skipping its heatmap", metric)
             continue
-        written.append(_save(_heatmap(dataset, metric), out_dir / f"chaos-{metric}.png"))
+        written.append(save_figure(_heatmap(dataset, metric), out_dir / f"chaos-{metric}.png"))
 
     final_metrics = [metric for metric in FINAL_METRICS if metric in available]
     if final_metrics:
-        written.append(_save(_final_figure(dataset, final_metrics, threshold), out_dir / "chaos-final.png"))
+        written.append(save_figure(_final_figure(dataset, final_metrics, threshold), out_dir / "chaos-final.png"))
     else:
         logger.warning("the results store has none of %s; skipping the final-values figure", ", ".join(FINAL_METRICS))
     return written
-
-
-def _save(figure: Figure, path: Path) -> Path:
-    # A bare Figure with an Agg canvas never touches pyplot, so no display backend is
-    # chosen and no global figure list keeps the figure alive. Clearing frees its artists.
-    FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=DPI)
-    figure.clear()
-    logger.debug("wrote %s", path)
-    return path
 
 
 def _seed_note(dataset: xr.Dataset) -> str:
@@ -97,7 +89,7 @@ def _heatmap(dataset: xr.Dataset, metric: str) -> Figure:
 
     figure = Figure(figsize=(6.4, 5.2), layout="constrained")
     axes = figure.add_subplot()
-    mesh = axes.pcolormesh(_edges(t0), _edges(t1), cells, norm=norm, cmap="viridis", shading="flat")
+    mesh = axes.pcolormesh(step_edges(t0), step_edges(t1), cells, norm=norm, cmap="viridis", shading="flat")
     colour_bar = figure.colorbar(mesh, ax=axes)
     colour_bar.set_label(metric_label(dataset, metric))
 
@@ -138,28 +130,6 @@ def _colour_norm(cells: np.ma.MaskedArray, metric: str) -> tuple[Normalize, str]
     return Normalize(vmin=visible.min(), vmax=visible.max()), ""
 
 
-def _edges(steps: np.ndarray) -> np.ndarray:
-    """Return cell edges halfway between the steps in symlog coordinates, so cells look even."""
-    transform = SymmetricalLogScale(None, base=10, linthresh=LINTHRESH, linscale=1).get_transform()
-    centres = transform.transform(steps.astype(np.float64))
-    if len(centres) == 1:
-        edges = np.array([centres[0] - 0.5, centres[0] + 0.5])
-    else:
-        middles = (centres[:-1] + centres[1:]) / 2
-        first = 2 * centres[0] - middles[0]
-        last = 2 * centres[-1] - middles[-1]
-        edges = np.concatenate([[first], middles, [last]])
-    return transform.inverted().transform(edges)
-
-
-def _padded_limits(steps: np.ndarray, pad: float = 0.3) -> tuple[float, float]:
-    """Return axis limits `pad` symlog units beyond the steps, as the default margins reach negative steps."""
-    transform = SymmetricalLogScale(None, base=10, linthresh=LINTHRESH, linscale=1).get_transform()
-    low, high = transform.transform(np.array([steps.min(), steps.max()], dtype=np.float64))
-    limits = transform.inverted().transform(np.array([low - pad, high + pad]))
-    return float(limits[0]), float(limits[1])
-
-
 def _final_figure(dataset: xr.Dataset, metrics: list[str], threshold: float) -> Figure:
     """Draw each metric at the last t1 against t0, with the control twin's level."""
     final = final_values(dataset)
@@ -197,7 +167,7 @@ def _final_figure(dataset: xr.Dataset, metrics: list[str], threshold: float) -> 
             _draw_transition(axes, dataset, threshold)
 
         axes.set_xscale("symlog", linthresh=LINTHRESH)
-        axes.set_xlim(*_padded_limits(t0))
+        axes.set_xlim(*padded_limits(t0))
         axes.set_xlabel("t0 (steps)")
         axes.set_ylabel(metric_label(dataset, metric))
         axes.set_title(f"{SYMBOLS.get(metric, metric)} at the last t1", fontsize=10)
