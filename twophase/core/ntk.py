@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -110,14 +112,31 @@ def empirical_ntk(
     rows = samples * plan.outputs if plan.kind == "full" else samples
     kernel = torch.zeros(rows, rows, dtype=torch.float64, device=inputs.device)
     starts = list(range(0, samples, plan.chunk))
-    # Each chunk's Jacobian is computed once for the diagonal block and again for every
-    # later chunk it pairs with, unless everything fits in one chunk.
-    for first_index, first in enumerate(starts):
-        left = chunk_jacobian(first)
-        for second in starts[first_index:]:
-            right = left if second == first else chunk_jacobian(second)
-            _accumulate(kernel, left, right, first, second, plan)
+    with _without_tf32():
+        # Each chunk's Jacobian is computed once for the diagonal block and again for
+        # every later chunk it pairs with, unless everything fits in one chunk.
+        for first_index, first in enumerate(starts):
+            left = chunk_jacobian(first)
+            for second in starts[first_index:]:
+                right = left if second == first else chunk_jacobian(second)
+                _accumulate(kernel, left, right, first, second, plan)
     return kernel
+
+
+@contextmanager
+def _without_tf32() -> Iterator[None]:
+    """Turn TF32 off on CUDA for the block, whatever the run's determinism setting.
+
+    TF32 rounds matrix-product inputs to 10 mantissa bits, far coarser than the kernel
+    distances between late checkpoints that the cone experiment resolves.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 def _accumulate(kernel: torch.Tensor, left: torch.Tensor, right: torch.Tensor, first: int, second: int, plan: NtkPlan) -> None:
