@@ -12,10 +12,11 @@ import pytest
 from torch import nn
 from typer.testing import CliRunner
 
-from tests.conftest import small_config
+from tests.conftest import small_chaos_config, small_config
 from twophase import hookimpl
 from twophase.cli.app import app
 from twophase.core import hookspecs
+from twophase.core.chaos import run_chaos
 from twophase.core.errors import PluginError, UnknownNameError
 from twophase.core.plugins import BUILTIN_PLUGINS, create_hooks
 from twophase.core.specs import ModelRequest, ModelSpec
@@ -233,3 +234,25 @@ def test_invalid_plugin_message_is_one_line() -> None:
         create_hooks(plugins=[WrongArguments()])
     assert "\n" not in str(raised.value)
     assert "<" not in str(raised.value)
+
+
+def test_undeclared_metric_names_plugin(tmp_path: Path) -> None:
+    class Impostor:
+        @hookimpl
+        def measure(self, a: object, b: object, context: object) -> dict[str, float]:
+            return {"param_cosine": 0.5}
+
+    hooks = create_hooks(plugins=[Impostor()])
+    with pytest.raises(PluginError, match=r"returned metric 'param_cosine', which plugin 'twophase.plugins.metrics' registers"):
+        run_chaos(small_chaos_config(chaos__t0="0", chaos__t1="0"), tmp_path, hooks=hooks)
+
+
+def test_failing_measure_names_plugin(tmp_path: Path) -> None:
+    class Broken:
+        @hookimpl
+        def measure(self, a: object, b: object) -> dict[str, float]:
+            raise ZeroDivisionError("no data")
+
+    hooks = create_hooks(plugins=[Broken()])
+    with pytest.raises(PluginError, match=r"failed in hook measure at steps 0 and 0: ZeroDivisionError: no data"):
+        run_chaos(small_chaos_config(chaos__t0="0", chaos__t1="0"), tmp_path, hooks=hooks)

@@ -227,8 +227,38 @@ class Hooks:
     def perturb(self, *, state: TrainingState, spec: Any, generator: torch.Generator) -> Any:
         return self._call("perturb", f"step {state.step}", state=state, spec=spec, generator=generator)
 
-    def measure(self, *, a: TrainingState, b: TrainingState, context: Any) -> list[dict[str, float]]:
-        return self._call("measure", f"steps {a.step} and {b.step}", a=a, b=b, context=context)
+    def measure(self, *, a: TrainingState, b: TrainingState, context: Any) -> dict[str, float]:
+        """Call each plugin's `measure` and merge the values.
+
+        Plugins are called one by one, in pluggy's order, so that a value for a metric
+        the plugin did not register is rejected with both plugins named.
+        """
+        arguments = {"a": a, "b": b, "context": context}
+        owners = self.registry.metrics
+        merged: dict[str, float] = {}
+        for impl in reversed(self.manager.hook.measure.get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                # NOTE: wrappers around measure are not called; no built-in uses one.
+                continue
+            try:
+                result = impl.function(**{name: arguments[name] for name in impl.argnames})
+            except TwophaseError:
+                raise
+            except Exception as error:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed in hook measure at steps {a.step} and {b.step}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+            for name in result or {}:
+                owner = owners.get(name)
+                if owner is None or owner.plugin != impl.plugin_name:
+                    registered = f", which plugin {owner.plugin!r} registers" if owner else ", which no plugin registers"
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r} returned metric {name!r}{registered}; "
+                        "a plugin may return only the metrics it registers in register_metrics"
+                    )
+            merged.update(result or {})
+        return merged
 
     def _call(self, hook_name: str, where: str, **kwargs: Any) -> Any:
         caller = getattr(self.manager.hook, hook_name)

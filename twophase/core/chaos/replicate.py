@@ -243,10 +243,7 @@ class Replicate:
 
     def _measure_pair(self, parent: TrainingState, twin: TrainingState) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         self.context.begin_pair()
-        results = self.hooks.measure(a=parent, b=twin, context=self.context)
-        merged: dict[str, float] = {}
-        for result in results:
-            merged.update(result or {})
+        merged = self.hooks.measure(a=parent, b=twin, context=self.context)
         unexpected = sorted(set(merged) - {metric.name for metric in self.metrics})
         if unexpected:
             raise PluginError(f"a measure hook returned metric(s) {', '.join(unexpected)} that were not requested")

@@ -221,9 +221,7 @@ def _compare_pairs(
     for first in range(count):
         for second in range(first, count):
             context.begin_pair()
-            merged: dict[str, float] = {}
-            for result in hooks.measure(a=states[first], b=states[second], context=context):
-                merged.update(result or {})
+            merged = hooks.measure(a=states[first], b=states[second], context=context)
             unexpected = sorted(set(merged) - set(names))
             if unexpected:
                 raise PluginError(f"a measure hook returned metric(s) {', '.join(unexpected)} that were not requested")
