@@ -20,7 +20,7 @@ import twophase
 from twophase import hookimpl
 from twophase.cli.app import app
 from twophase.core.chaos import run_chaos
-from twophase.core.errors import ConfigError, OutputError, UnknownNameError
+from twophase.core.errors import ConfigError, OutputError, UnknownNameError, UsageError
 from twophase.core.perturbation import PerturbationRequest
 from twophase.core.plugins import Hooks, create_hooks
 from twophase.core.specs import PerturbationSpec
@@ -118,6 +118,7 @@ import twophase
 from twophase import hookimpl
 from twophase.core.chaos import run_chaos
 from twophase.core.plugins import create_hooks
+from twophase.core.errors import TrainingInterrupted
 from twophase.core.store import ResultStore
 
 where, at = sys.argv[2], int(sys.argv[3])
@@ -127,6 +128,8 @@ class Killer:
     def on_step(self, run, step, loss):
         if where == "training" and run.name == "parent" and step == at:
             os.kill(os.getpid(), signal.SIGKILL)
+        if where == "interrupt" and run.name == "parent" and step == at:
+            os.kill(os.getpid(), signal.SIGINT)
 
     @hookimpl
     def on_checkpoint(self, run, step, state):
@@ -145,12 +148,17 @@ def write_then_maybe_die(self, *args, **kwargs):
 
 ResultStore.write = write_then_maybe_die
 plugins = [Killer()] if where != "none" else []
-run_chaos(small_chaos_config(), sys.argv[1], hooks=create_hooks(plugins=plugins))
+try:
+    run_chaos(small_chaos_config(), sys.argv[1], hooks=create_hooks(plugins=plugins))
+except TrainingInterrupted:
+    sys.exit(130)
 """
 
 
-@pytest.mark.parametrize(("where", "at"), [("training", 9), ("measuring", 12), ("writing", 9)])
-def test_sigkill_then_rerun_equals_uninterrupted(tmp_path: Path, reference: xr.Dataset, where: str, at: int) -> None:
+@pytest.mark.parametrize(
+    ("where", "at", "code"), [("training", 9, -9), ("measuring", 12, -9), ("writing", 9, -9), ("interrupt", 9, 130)]
+)
+def test_kill_then_rerun_equals_uninterrupted(tmp_path: Path, reference: xr.Dataset, where: str, at: int, code: int) -> None:
     script = tmp_path / "kill.py"
     script.write_text(textwrap.dedent(KILL_SCRIPT), encoding="utf-8")
     out = tmp_path / "out"
@@ -158,7 +166,9 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path: Path, reference: xr.D
     environment = {**os.environ, "PYTHONPATH": str(root)}
     command = [sys.executable, str(script), str(out)]
     killed = subprocess.run([*command, where, str(at)], env=environment, capture_output=True, timeout=120)
-    assert killed.returncode == -9, killed.stderr.decode()
+    assert killed.returncode == code, killed.stderr.decode()
+    if where == "interrupt":
+        assert (out / "states" / "seed-0" / "resume" / "interrupted" / "members.json").is_file()
     finished = subprocess.run([*command, "none", "0"], env=environment, capture_output=True, timeout=120)
     assert finished.returncode == 0, finished.stderr.decode()
     assert_stores_equal(open_store(out), reference)
@@ -237,6 +247,12 @@ def test_t0_after_last_t1_rejected(tmp_path: Path, hooks: Hooks) -> None:
         run_chaos(small_chaos_config(chaos__t0="0,20", chaos__t1="0,12"), tmp_path, hooks=hooks)
 
 
+def test_bad_parameter_pattern_writes_nothing(tmp_path: Path, hooks: Hooks) -> None:
+    with pytest.raises(UsageError, match="invalid perturbation parameters 'nope"):
+        run_chaos(small_chaos_config(chaos__perturb_parameters="nope*"), tmp_path / "out", hooks=hooks)
+    assert not (tmp_path / "out").exists()
+
+
 def test_test_subset_larger_than_test_set_rejected(tmp_path: Path, hooks: Hooks) -> None:
     with pytest.raises(ConfigError, match="chaos.test_subset: 500 exceeds the 48 test images"):
         run_chaos(small_chaos_config(chaos__test_subset=500), tmp_path, hooks=hooks)
@@ -276,3 +292,16 @@ def test_ntk_samples_larger_than_data_rejected(tmp_path: Path, hooks: Hooks) -> 
     with pytest.raises(ConfigError, match="ntk.samples: 1000 exceeds the 96 training images"):
         run_chaos(config, tmp_path, hooks=hooks)
     assert not tmp_path.joinpath("results.zarr").exists()
+
+
+def test_damaged_store_refused_on_resume(tmp_path: Path, reference_folder: Path, hooks: Hooks) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(reference_folder, out)
+    shutil.rmtree(out / "results.zarr" / "values")
+    with pytest.raises(OutputError, match="missing array values; rerun the experiment with --overwrite"):
+        run_chaos(small_chaos_config(), out, hooks=hooks)
+
+
+def test_transition_step_stored(reference: xr.Dataset) -> None:
+    assert reference.attrs["transition_threshold"] == 0.1
+    assert isinstance(reference.attrs["transition_step"], int)

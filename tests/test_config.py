@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from twophase.core.chaos import ChaosConfig
 from twophase.core.config import RunConfig, config_from_dict, load_config
 from twophase.core.errors import ConfigError
 
@@ -159,3 +160,15 @@ def test_config_is_frozen() -> None:
     config = RunConfig()
     with pytest.raises(AttributeError):
         config.optimizer.lr = 0.5  # type: ignore[misc]
+
+
+def test_list_as_comma_string(tmp_path: Path) -> None:
+    path = write(tmp_path, '[chaos]\nseeds = "0,1"\nmetrics = "param_cosine,disagreement"\n')
+    config = load_config(path, kind=ChaosConfig)
+    assert config.chaos.seeds == (0, 1)
+    assert config.chaos.metrics == ("param_cosine", "disagreement")
+
+
+def test_non_integer_in_list_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="chaos.seeds: 'x' in the list is not an integer"):
+        load_config(write(tmp_path, '[chaos]\nseeds = "0,x"\n'), kind=ChaosConfig)

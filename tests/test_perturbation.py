@@ -135,10 +135,10 @@ def test_buffers_are_never_perturbed() -> None:
 
 def test_pattern_selects_parameters() -> None:
     state = small_state()
-    assert select_parameters(state, "2.*") == ("2.weight", "2.bias")
-    assert select_parameters(state, "*.bias,0.weight") == ("0.weight", "0.bias", "1.bias", "2.bias")
+    assert select_parameters(state.parameters, "2.*") == ("2.weight", "2.bias")
+    assert select_parameters(state.parameters, "*.bias,0.weight") == ("0.weight", "0.bias", "1.bias", "2.bias")
 
 
 def test_pattern_without_match_rejected() -> None:
     with pytest.raises(UsageError, match="no parameter name matches"):
-        select_parameters(small_state(), "fc.*")
+        select_parameters(small_state().parameters, "fc.*")

@@ -254,5 +254,5 @@ def test_failing_measure_names_plugin(tmp_path: Path) -> None:
             raise ZeroDivisionError("no data")
 
     hooks = create_hooks(plugins=[Broken()])
-    with pytest.raises(PluginError, match=r"failed in hook measure at steps 0 and 0: ZeroDivisionError: no data"):
+    with pytest.raises(PluginError, match=r"failed in hook measure between parent at step 0 and twin-t0-0 at step 0: ZeroDivisionError"):
         run_chaos(small_chaos_config(chaos__t0="0", chaos__t1="0"), tmp_path, hooks=hooks)

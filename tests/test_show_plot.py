@@ -13,7 +13,7 @@ import zarr
 from typer.testing import CliRunner
 
 from twophase.cli.app import app
-from twophase.core.analysis import control_floor, final_values, transition_step
+from twophase.core.analysis import control_floor, final_values, transition_attrs, transition_step
 
 runner = CliRunner()
 
@@ -251,18 +251,31 @@ def test_show_control_and_transition(out: Path) -> None:
     assert "below the threshold at t1 = 512" in output
 
 
-def test_show_records_transition(out: Path) -> None:
+def test_show_leaves_store_unchanged(out: Path) -> None:
+    before = dict(zarr.open_group(out / "results.zarr", mode="r").attrs)
     assert invoke("show", str(out), "--threshold", "0.01")[0] == 0
-    attrs = zarr.open_group(out / "results.zarr", mode="r").attrs
-    assert attrs["transition_step"] == 128
-    assert attrs["transition_threshold"] == 0.01
+    assert dict(zarr.open_group(out / "results.zarr", mode="r").attrs) == before
 
 
-def test_show_records_none_as_minus_one(out: Path) -> None:
+def test_show_threshold_defaults_to_store(tmp_path: Path) -> None:
+    dataset = chaos_dataset()
+    dataset.attrs["transition_threshold"] = 0.001
+    write_store(tmp_path, dataset)
+    code, output = invoke("show", str(tmp_path))
+    assert code == 0, output
+    assert "(threshold 0.001 nats)" in output
+
+
+def test_show_reports_none(out: Path) -> None:
     code, output = invoke("show", str(out), "--threshold", "0.001")
     assert code == 0, output
     assert "transition step: none" in output
-    assert zarr.open_group(out / "results.zarr", mode="r").attrs["transition_step"] == -1
+
+
+def test_transition_attrs(out: Path) -> None:
+    dataset = xr.open_zarr(out / "results.zarr", consolidated=False).load()
+    assert transition_attrs(dataset, 0.01) == {"transition_step": 128, "transition_threshold": 0.01}
+    assert transition_attrs(dataset, 0.001)["transition_step"] == -1
 
 
 def test_show_status_fill_value(tmp_path: Path) -> None:

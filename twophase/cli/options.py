@@ -194,8 +194,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def with_run_options(command: F) -> F:
     """Add the training options to a command, which receives their config overrides.
 
-    The command declares a parameter `run_overrides` instead of the 25 options; Typer
-    sees the options through the wrapper's signature.
+    The command declares a parameter `run_overrides` instead of the 25 options. Typer
+    reads the options from the wrapper's signature.
     """
     # eval_str resolves the command's string annotations (postponed by
     # `from __future__ import annotations`), which Typer needs as objects.

@@ -31,8 +31,9 @@ def plugins_command(
     manager = hooks.manager
 
     table = Table(title="twophase plugins")
-    table.add_column("plugin")
-    table.add_column("version")
+    # Names stay whole: TWOPHASE_BLOCK_PLUGINS needs them exactly.
+    table.add_column("plugin", no_wrap=True)
+    table.add_column("version", no_wrap=True)
     table.add_column("provides")
     for name, plugin in manager.list_name_plugin():
         if plugin is None:

@@ -25,7 +25,6 @@ from twophase.core.analysis import (
     locate_store,
     metric_names,
     open_results,
-    record_transition,
     status_counts,
     summarize_seeds,
     transition_step,
@@ -41,35 +40,39 @@ COLUMNS = {
     "disagreement": ("D", "", ".4f"),
 }
 
-OutArgument = Annotated[Path, typer.Argument(help="Output folder of a chaos run, or its results.zarr.")]
+OutArgument = Annotated[Path, typer.Argument(help="Output folder of a chaos or cone experiment, or its results.zarr.")]
 
 
 @handle_errors
 def show_command(
     out: OutArgument,
     threshold: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--threshold",
-            help="Test loss barrier in nats below which a t0 counts as stable, for the transition step.",
+            help="Test loss barrier in nats below which a t0 counts as stable, for the transition step. "
+            "Default: the experiment's chaos.transition_threshold, recorded in the store.",
         ),
-    ] = DEFAULT_TRANSITION_THRESHOLD,
+    ] = None,
 ) -> None:
-    """Print C, B and D at the last t1 for each t0, the control twin's noise floor and the transition step.
-
-    Also records the transition step and threshold as attrs of the store.
-    """
+    """Print a chaos store's C, B and D per t0, its noise floor and transition step, or a cone store's cone table."""
     setup_logging(verbose=False)
     show_results(out, threshold)
 
 
-def show_results(out: Path, threshold: float = DEFAULT_TRANSITION_THRESHOLD) -> None:
-    """Print the table, the noise floor and the transition step of the store in `out`."""
+def show_results(out: Path, threshold: float | None = None) -> None:
+    """Print the table, the noise floor and the transition step of the store in `out`.
+
+    The store is only read; the transition step stored in it is the one at the
+    experiment's own threshold.
+    """
     store = locate_store(out)
     dataset = open_results(store)
     if dataset.attrs.get("experiment") == "cone":
         show_cone(dataset, store)
         return
+    if threshold is None:
+        threshold = float(dataset.attrs.get("transition_threshold", DEFAULT_TRANSITION_THRESHOLD))
     metrics = [metric for metric in COLUMNS if metric in metric_names(dataset)]
     for metric in COLUMNS:
         if metric not in metrics:
@@ -91,10 +94,6 @@ def show_results(out: Path, threshold: float = DEFAULT_TRANSITION_THRESHOLD) -> 
         highlight=False,
         soft_wrap=True,
     )
-    try:
-        record_transition(store, step, threshold)
-    except OSError as error:
-        logger.warning("failed to record the transition step in %s: %s", store, error)
 
 
 def _final_table(dataset: xr.Dataset, metrics: list[str], store: Path) -> Table:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-import zarr
 
 from twophase.core.errors import OutputError, UsageError, unknown_name
-from twophase.core.output import RESULTS_STORE
+from twophase.core.output import CURVES_STORE, RESULTS_STORE
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +47,19 @@ def locate_store(out: Path) -> Path:
     Raises OutputError when `out` does not exist or contains no store.
     """
     if not out.exists():
-        raise OutputError(f"output folder {str(out)!r} not found; pass the output folder of a chaos run")
+        raise OutputError(f"output folder {str(out)!r} not found; pass the output folder of a chaos or cone experiment")
     if (out / "zarr.json").is_file():
         return out
     if (out / RESULTS_STORE / "zarr.json").is_file():
         return out / RESULTS_STORE
+    if (out / CURVES_STORE).is_dir():
+        raise OutputError(
+            f"{str(out)!r} contains a `twophase train` run, which has no {RESULTS_STORE}; read its curves with "
+            f"xarray.open_zarr('{out / CURVES_STORE}'), or pass the folder of a chaos or cone experiment"
+        )
     raise OutputError(
-        f"{str(out)!r} contains no {RESULTS_STORE}; pass the output folder of a finished or "
-        "running chaos run, or run the experiment into it first"
+        f"{str(out)!r} contains no {RESULTS_STORE}; pass the output folder of a chaos or cone experiment, "
+        "or run one into it first"
     )
 
 
@@ -66,7 +70,7 @@ def open_results(store: Path) -> xr.Dataset:
     except (OSError, ValueError, KeyError) as error:
         raise OutputError(
             f"cannot read results store {str(store)!r} ({type(error).__name__}: {error}); "
-            "rerun the experiment to rewrite it"
+            "rerun the experiment with --overwrite to rewrite it"
         ) from None
     check_store(dataset, name=f"results store {str(store)!r}")
 
@@ -96,14 +100,14 @@ def check_store(dataset: xr.Dataset, name: str = "results store") -> None:
     missing += [f"coordinate {key}" for key in REQUIRED_COORDINATES if key not in dataset.coords]
     missing += [f"attr {key}" for key in REQUIRED_ATTRS[kind] if key not in dataset.attrs]
     if missing:
-        raise OutputError(f"{name} is damaged: missing {', '.join(missing)}; rerun the experiment to rewrite it")
+        raise OutputError(f"{name} is damaged: missing {', '.join(missing)}; rerun the experiment with --overwrite to rewrite it")
 
     for key, dims in EXPECTED_DIMENSIONS[kind].items():
         found = set(dataset[key].dims) - {SEED}
         if found != dims:
             raise OutputError(
                 f"{name} is damaged: array {key} has dimensions {sorted(found)}, expected {sorted(dims)} "
-                "(and optionally seed); rerun the experiment to rewrite it"
+                "(and optionally seed); rerun the experiment with --overwrite to rewrite it"
             )
     for dim in ("t0", "t1"):
         if dataset.sizes[dim] == 0:
@@ -167,8 +171,8 @@ def transition_step(
     pending) counts as not below the threshold. Returns None when the last t0 is not
     below the threshold, so that no t0 qualifies.
     """
-    if not math.isfinite(threshold):
-        raise UsageError(f"invalid transition threshold {threshold}: pass a finite number")
+    if not math.isfinite(threshold) or threshold <= 0:
+        raise UsageError(f"invalid transition threshold {threshold}: pass a positive number of nats")
     if metric not in metric_names(dataset):
         raise unknown_name("metric", metric, metric_names(dataset), listing="the store's metric coordinate lists them")
 
@@ -196,8 +200,9 @@ def status_counts(dataset: xr.Dataset) -> dict[int, dict[str, int]]:
     }
 
 
-def record_transition(store: Path, step: int | None, threshold: float) -> None:
-    """Write `transition_step` (-1 for none) and `transition_threshold` into the store's attrs."""
-    group = zarr.open_group(store, mode="r+")
-    group.attrs.update({"transition_step": -1 if step is None else int(step), "transition_threshold": float(threshold)})
-    logger.debug("recorded transition step %s at threshold %s in %s", step, threshold, store)
+def transition_attrs(dataset: xr.Dataset, threshold: float) -> dict[str, float | int]:
+    """Return the attrs that record the transition step (-1 for none) at `threshold`."""
+    if DEFAULT_TRANSITION_METRIC not in metric_names(dataset):
+        return {"transition_step": -1, "transition_threshold": float(threshold)}
+    step = transition_step(dataset, threshold)
+    return {"transition_step": -1 if step is None else int(step), "transition_threshold": float(threshold)}

@@ -228,9 +228,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise _type_error(key, value, expected)
         return value
     if origin is tuple:
-        if isinstance(value, str) and key in _STEP_KEYS:
-            # The command line's form: "80ep,120ep", or "none" for no milestones.
+        if isinstance(value, str):
+            # The command line's form: "80ep,120ep" or "0,1,2", and "none" for an empty list.
             value = [] if value.strip().lower() in ("", "none") else [part.strip() for part in value.split(",")]
+            if args[0] is int:
+                value = [_integer_item(item, key) for item in value]
         items = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
         if not isinstance(items, (list, tuple)):
             raise _type_error(key, value, "a list")
@@ -241,6 +243,13 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         _check_finite(value, key)
         return dict(value)
     raise TypeError(f"config field {key} has an unsupported type {annotation!r}")
+
+
+def _integer_item(text: str, key: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"invalid value for {key}: {text!r} in the list is not an integer") from None
 
 
 _STEP_KEYS = {"train.length", "optimizer.milestones", "cone.dts", "cone.taus"}

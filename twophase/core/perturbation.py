@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,12 +53,12 @@ class PerturbationRecord:
     changed_fraction: float
 
 
-def select_parameters(state: TrainingState, pattern: str) -> tuple[str, ...]:
+def select_parameters(parameters: Sequence[str], pattern: str) -> tuple[str, ...]:
     """Return the parameter names that match a comma-separated list of fnmatch patterns."""
     patterns = [part.strip() for part in pattern.split(",") if part.strip()]
-    selected = tuple(name for name in state.parameters if any(fnmatch.fnmatchcase(name, p) for p in patterns))
+    selected = tuple(name for name in parameters if any(fnmatch.fnmatchcase(name, p) for p in patterns))
     if not selected:
-        shown = ", ".join(state.parameters[:5])
+        shown = ", ".join(parameters[:5])
         raise UsageError(
             f"invalid perturbation parameters {pattern!r}: no parameter name matches; "
             f"names look like {shown}, and '*' selects all"

@@ -246,7 +246,7 @@ class Hooks:
                 raise
             except Exception as error:
                 raise PluginError(
-                    f"plugin {impl.plugin_name!r} failed in hook measure at steps {a.step} and {b.step}: "
+                    f"plugin {impl.plugin_name!r} failed in hook measure between {_describe(a)} and {_describe(b)}: "
                     f"{type(error).__name__}: {error}"
                 ) from error
             for name in result or {}:
@@ -296,6 +296,11 @@ class Hooks:
                         )
                     table[spec.name] = Registered(spec, impl.plugin_name)
         return registry
+
+
+def _describe(state: TrainingState) -> str:
+    """Name a state by its run and step, such as 'twin-t0-100 at step 400'."""
+    return f"{state.metadata.get('run', 'state')} at step {state.step}"
 
 
 def _call_registration(impl: pluggy.HookImpl, hook_name: str) -> list[Any]:

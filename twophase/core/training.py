@@ -242,7 +242,7 @@ class _Loop:
             self._checkpoint()
 
         train_seconds = 0.0
-        with _interrupt_flag() as interrupted:
+        with interrupt_flag() as interrupted:
             while run.step < stop_at:
                 started = time.perf_counter()
                 self._step()
@@ -331,7 +331,7 @@ class _Loop:
 
 
 @contextmanager
-def _interrupt_flag() -> Iterator[threading.Event]:
+def interrupt_flag() -> Iterator[threading.Event]:
     """Turn the first SIGINT or SIGTERM into a flag that the loop checks between steps.
 
     A step cut in half would leave parameters and momentum out of step with each

@@ -26,6 +26,7 @@ class ChaosSettings:
     bn_batches: int = field(default=10, metadata=with_help("training batches that recompute BatchNorm statistics of interpolated networks; 0 turns it off"))
     test_subset: int = field(default=0, metadata=with_help("test images used for measuring, a fixed seeded subset; 0 for all"))
     seeds: tuple[int, ...] = field(default=(), metadata=with_help("replicates: each seed sets the init and data seeds of one repetition"))
+    transition_threshold: float = field(default=0.1, metadata=with_help("loss barrier in nats below which a t0 counts as stable, for the stored transition step"))
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,4 @@ class ChaosConfig(RunConfig):
         require(len(set(chaos.metrics)) == len(chaos.metrics), "chaos.metrics", list(chaos.metrics), "must not repeat a metric")
         require(all(0 <= seed < MAX_SEED for seed in chaos.seeds), "chaos.seeds", list(chaos.seeds), "must lie in [0, 2**63)")
         require(len(set(chaos.seeds)) == len(chaos.seeds), "chaos.seeds", list(chaos.seeds), "must not repeat a seed")
+        require(chaos.transition_threshold > 0, "chaos.transition_threshold", chaos.transition_threshold, "must be positive")

@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from twophase.core.analysis import check_store, transition_attrs
 from twophase.core.chaos.config import ChaosConfig
 from twophase.core.chaos.replicate import KERNEL_METRIC, ChaosPlan, Replicate
 from twophase.core.config import parse_setting
 from twophase.core.data import ImageData
 from twophase.core.errors import ConfigError
 from twophase.core.measure import KernelSource
+from twophase.core.perturbation import select_parameters
 from twophase.core.output import RESULTS_STORE, RunDirectory, package_versions
 from twophase.core.plugins import Hooks, create_hooks
 from twophase.core.run import RunPlan, build_model
@@ -49,9 +51,17 @@ def run_chaos(config: ChaosConfig, out: str | Path, *, hooks: Hooks | None = Non
     config, device, data, base_plan = prepared.config, prepared.device, prepared.data, prepared.plan
     augmentation = base_plan.augmentation
     chaos_plan = resolve_grids(config, base_plan)
-    plan = dataclasses.replace(base_plan, checkpoints=tuple(sorted(set(chaos_plan.t0) | set(chaos_plan.t1) | {base_plan.total_steps})))
+    # The parent's states are saved at every t0 and t1 and at the run's own checkpoints.
+    saved = set(chaos_plan.t0) | set(chaos_plan.t1) | {step for step in base_plan.checkpoints if step <= chaos_plan.t1[-1]}
+    plan = dataclasses.replace(base_plan, checkpoints=tuple(sorted(saved)))
+    if chaos_plan.t1[-1] < base_plan.total_steps:
+        logger.warning(
+            "the t1 grid ends at step %d, before the end of training at step %d; the experiment stops at step %d",
+            chaos_plan.t1[-1], base_plan.total_steps, chaos_plan.t1[-1],
+        )
     _check_test_subset(config, data)
     model = build_model(hooks.registry, config, data, device)
+    select_parameters([name for name, _ in model.named_parameters()], config.chaos.perturb_parameters)
     if KERNEL_METRIC in config.chaos.metrics:
         # Checks the eNTK subset and memory budget before anything is written.
         KernelSource(model, prepared.stream.data, prepared.stream.normalise, config.ntk)
@@ -61,7 +71,7 @@ def run_chaos(config: ChaosConfig, out: str | Path, *, hooks: Hooks | None = Non
     try:
         existing = directory.prepare(config, plan, config.train.deterministic, overwrite)
         if existing and store.path.exists():
-            store.open()
+            check_store(store.open(), name=f"results store {str(store.path)!r}")
             logger.info("resuming the chaos experiment in %s", directory.path)
         else:
             layout = ChaosLayout(
@@ -96,6 +106,8 @@ def run_chaos(config: ChaosConfig, out: str | Path, *, hooks: Hooks | None = Non
                 seed_index=seed_index,
             )
             steps_taken += replicate.run()
+        with store.open() as results:
+            store.set_attrs(transition_attrs(results.load(), config.chaos.transition_threshold))
         store.consolidate()
     finally:
         directory.release()

@@ -7,7 +7,9 @@ the parent and the column is written to the store.
 
 Resume: at each t1 column the members' states are saved first, then the column's
 values, then its status, which commits the column. A rerun restarts from the latest
-committed column whose states exist, so no finished cell is computed twice.
+committed column whose states exist, so no finished cell is computed twice. SIGINT
+or SIGTERM instead saves every member at the next step and stops. A rerun continues
+from that snapshot when it is newer than the latest committed column.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from twophase.core.chaos.config import ChaosConfig
 from twophase.core.data import ImageData
-from twophase.core.errors import PluginError, TrainingDivergedError
+from twophase.core.errors import PluginError, TrainingDivergedError, TrainingInterrupted
 from twophase.core.measure import KernelSource, MeasurementContext, MeasureSettings, StateEvaluator
 from twophase.core.output import write_text_atomic
 from twophase.core.perturbation import PerturbationRequest, apply_perturbation, select_parameters
@@ -34,6 +36,7 @@ from twophase.core.specs import MetricSpec
 from twophase.core.state import TrainingState, state_file_name
 from twophase.core.store import DIVERGED, DONE, PENDING, ResultStore
 from twophase.core.stream import DataStream, seeded_generator
+from twophase.core.training import interrupt_flag
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +103,9 @@ class Replicate:
 
     def run(self) -> int:
         """Train and measure up to the last t1; return the number of steps taken."""
-        start = self._resume()
+        start, grid_done = self._resume()
         last = self.grids.t1[-1]
-        if start == last and self._column_committed(len(self.grids.t1) - 1):
+        if start == last and grid_done:
             logger.info("replicate with seed %d is already complete", self.config.train.init_seed)
             return 0
 
@@ -110,15 +113,20 @@ class Replicate:
         for member in members:
             self.hooks.on_run_start(run=member)
         step = start
-        resumed = start > 0
-        while True:
-            # A resumed replicate starts at a committed column, whose grid work is done.
-            if not (resumed and step == start):
-                self._at_grid_step(step)
-            if step == last:
-                break
-            self._train_step(step)
-            step += 1
+        with interrupt_flag() as interrupted:
+            while True:
+                if interrupted.is_set() and step > start:
+                    self._save_snapshot(step)
+                    raise TrainingInterrupted(
+                        f"interrupted at step {step} of {last} (seed {self.config.train.init_seed}); the states are "
+                        f"saved in {str(self.folder)!r}, rerun the same command to resume"
+                    )
+                if not (grid_done and step == start):
+                    self._at_grid_step(step)
+                if step == last:
+                    break
+                self._train_step(step)
+                step += 1
 
         for run in [self.parent, *(run for _, run in self.twins.values())]:
             if run.name not in self.diverged:
@@ -164,7 +172,7 @@ class Replicate:
         request = PerturbationRequest(
             kind=chaos.perturbation if perturbed else "none",
             eps=chaos.eps if perturbed else 0.0,
-            parameters=select_parameters(state, chaos.perturb_parameters),
+            parameters=select_parameters(state.parameters, chaos.perturb_parameters),
             seed=chaos.perturbation_seed,
         )
         generator = seeded_generator(chaos.perturbation_seed, self.config.train.init_seed, step)
@@ -197,7 +205,7 @@ class Replicate:
         states = {run.name: run.state() for run in members}
         for run in members:
             self.hooks.on_checkpoint(run=run, step=t1, state=states[run.name].clone())
-        self._save_members(column, states)
+        self._save_members(self._column_folder(column), states, t1)
 
         t0_count, metric_count = len(self.grids.t0), len(self.metrics)
         values = np.full((t0_count, metric_count), np.nan)
@@ -263,16 +271,27 @@ class Replicate:
     def _column_folder(self, column: int) -> Path:
         return self.folder / "resume" / f"t1-{self.grids.t1[column]:09d}"
 
-    def _save_members(self, column: int, states: dict[str, TrainingState]) -> None:
-        folder = self._column_folder(column)
+    @property
+    def _interrupt_folder(self) -> Path:
+        return self.folder / "resume" / "interrupted"
+
+    def _save_members(self, folder: Path, states: dict[str, TrainingState], step: int) -> None:
+        """Save the states, then members.json, which marks the folder complete."""
         for name, state in states.items():
             state.save(folder / f"{name}.safetensors")
         members = {
-            "t1": self.grids.t1[column],
+            "step": step,
             "twins": {name: t0 for name, (t0, _) in self.twins.items()},
             "diverged": self.diverged,
         }
         write_text_atomic(folder / MEMBERS_FILE, json.dumps(members, indent=2) + "\n")
+
+    def _save_snapshot(self, step: int) -> None:
+        """Save every member at `step`, before the step's grid work, so that a rerun continues here."""
+        self._flush_losses()
+        shutil.rmtree(self._interrupt_folder, ignore_errors=True)
+        members = [self.parent] + [run for name, (_, run) in self.twins.items() if name not in self.diverged]
+        self._save_members(self._interrupt_folder, {run.name: run.state() for run in members}, step)
 
     def _column_committed(self, column: int) -> bool:
         """Return True when the column's states were saved and its status written."""
@@ -291,30 +310,46 @@ class Replicate:
                 return False
         return True
 
-    def _resume(self) -> int:
-        """Restore the members from the latest committed column; return the step to start from."""
-        for column in reversed(range(len(self.grids.t1))):
-            if not self._column_committed(column):
-                continue
-            folder = self._column_folder(column)
-            members = json.loads((folder / MEMBERS_FILE).read_text(encoding="utf-8"))
-            self.parent.load_state(TrainingState.load(folder / f"{PARENT}.safetensors", device=self.device))
-            self.diverged = {name: int(step) for name, step in members["diverged"].items()}
-            for name, t0 in members["twins"].items():
-                role = "control" if name == CONTROL else "twin"
-                twin = self._new_run(name, role)
-                if name not in self.diverged:
-                    twin.load_state(TrainingState.load(folder / f"{name}.safetensors", device=self.device))
-                self.twins[name] = (int(t0), twin)
-            self.rows_start = self.parent.step + 1
-            self._remove_later_columns(column)
-            logger.info("resuming seed %d from t1 = %d", self.config.train.init_seed, self.parent.step)
-            return self.parent.step
-        return 0
+    def _resume(self) -> tuple[int, bool]:
+        """Restore the members from the latest committed column or interrupt snapshot.
+
+        Returns the step to start from and whether that step's grid work is done: it is
+        for a committed column, not for a snapshot taken before the grid work.
+        """
+        committed = next((c for c in reversed(range(len(self.grids.t1))) if self._column_committed(c)), None)
+        committed_step = self.grids.t1[committed] if committed is not None else -1
+        snapshot = self._interrupt_folder / MEMBERS_FILE
+        if snapshot.is_file():
+            snapshot_step = int(json.loads(snapshot.read_text(encoding="utf-8"))["step"])
+            if snapshot_step > committed_step:
+                self._load_members(self._interrupt_folder)
+                logger.info("resuming seed %d from the interrupt at step %d", self.config.train.init_seed, snapshot_step)
+                return snapshot_step, False
+        shutil.rmtree(self._interrupt_folder, ignore_errors=True)
+        if committed is None:
+            return 0, False
+        self._load_members(self._column_folder(committed))
+        self._remove_later_columns(committed)
+        logger.info("resuming seed %d from t1 = %d", self.config.train.init_seed, committed_step)
+        return committed_step, True
+
+    def _load_members(self, folder: Path) -> None:
+        members = json.loads((folder / MEMBERS_FILE).read_text(encoding="utf-8"))
+        self.parent.load_state(TrainingState.load(folder / f"{PARENT}.safetensors", device=self.device))
+        self.diverged = {name: int(step) for name, step in members["diverged"].items()}
+        for name, t0 in members["twins"].items():
+            role = "control" if name == CONTROL else "twin"
+            twin = self._new_run(name, role)
+            if name not in self.diverged:
+                twin.load_state(TrainingState.load(folder / f"{name}.safetensors", device=self.device))
+            self.twins[name] = (int(t0), twin)
+        self.rows_start = self.parent.step + 1
 
     def _remove_older_columns(self, column: int) -> None:
         for older in range(column):
             shutil.rmtree(self._column_folder(older), ignore_errors=True)
+        # A snapshot from before this column is older than the column itself.
+        shutil.rmtree(self._interrupt_folder, ignore_errors=True)
 
     def _remove_later_columns(self, column: int) -> None:
         for later in range(column + 1, len(self.grids.t1)):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from twophase.core.analysis import check_store
 from twophase.core.cone.config import ConeConfig
 from twophase.core.cone.views import angles_degrees, classical_mds, cone_half_angles, offset_distances
 from twophase.core.config import RunConfig
@@ -90,7 +91,7 @@ def run_cone(config: ConeConfig, out: str | Path, *, hooks: Hooks | None = None,
             train(_run_config(dataclasses.replace(config, train=explicit)), run_folder, hooks=hooks)
 
         if store.path.exists():
-            store.open()
+            check_store(store.open(), name=f"results store {str(store.path)!r}")
         else:
             layout = ConeLayout(steps=steps, metrics=metrics, dts=dts, total_steps=plan.total_steps)
             store.create_cone(layout, _store_attrs(config, prepared, kernels, source))
