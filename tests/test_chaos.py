@@ -305,3 +305,15 @@ def test_damaged_store_refused_on_resume(tmp_path: Path, reference_folder: Path,
 def test_transition_step_stored(reference: xr.Dataset) -> None:
     assert reference.attrs["transition_threshold"] == 0.1
     assert isinstance(reference.attrs["transition_step"], int)
+
+
+def test_no_bn_recompute_flag(tmp_path: Path) -> None:
+    args = [
+        "chaos", "--model", "cnn", "--width", "4", "--dataset", "synthetic",
+        "--data-option", "train_size=64", "--data-option", "test_size=32", "--data-option", "image_size=8",
+        "--steps", "4", "--batch-size", "16", "--milestones", "none",
+        "--t0", "0", "--t1", "4", "--alpha-points", "3", "--no-bn-recompute", "--out", str(tmp_path), "--no-progress",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert 'bn_batches = 0' in (tmp_path / "config.toml").read_text()

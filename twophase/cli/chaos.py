@@ -45,6 +45,7 @@ def chaos_command(
     metrics: Metrics = None,
     alpha_points: AlphaPoints = None,
     bn_batches: BatchNormBatches = None,
+    no_bn_recompute: Annotated[bool, typer.Option("--no-bn-recompute", help="Keep the interpolated networks' BatchNorm statistics interpolated instead of recomputing them (the same as --bn-batches 0).", rich_help_panel=CHAOS)] = False,
     test_subset: TestSubset = None,
     seeds: Seeds = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier experiment with another config in --out.")] = False,
@@ -63,7 +64,7 @@ def chaos_command(
         "chaos.perturbation_seed": perturbation_seed,
         "chaos.metrics": split_list(metrics),
         "chaos.alpha_points": alpha_points,
-        "chaos.bn_batches": bn_batches,
+        "chaos.bn_batches": 0 if no_bn_recompute else bn_batches,
         "chaos.test_subset": test_subset,
         "chaos.seeds": parse_seeds(seeds),
     }
