@@ -177,10 +177,10 @@ def test_kill_then_rerun_equals_uninterrupted(tmp_path: Path, reference: xr.Data
 def test_show_and_plot_on_real_store(reference_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "copy"
     shutil.copytree(reference_folder, out)
-    shown = CliRunner().invoke(app, ["show", str(out)])
-    assert shown.exit_code == 0, shown.output
-    assert "control twin" in shown.output
-    assert "transition step" in shown.output
+    show_result = CliRunner().invoke(app, ["show", str(out)])
+    assert show_result.exit_code == 0, show_result.output
+    assert "control twin" in show_result.output
+    assert "transition step" in show_result.output
     plotted = CliRunner().invoke(app, ["plot", str(out)])
     assert plotted.exit_code == 0, plotted.output
     figures = sorted((out / "figures").glob("*.png"))

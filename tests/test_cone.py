@@ -90,10 +90,10 @@ def test_rerun_computes_no_kernel(tmp_path: Path, cone_folder: Path) -> None:
 def test_show_and_plot(tmp_path: Path, cone_folder: Path) -> None:
     out = tmp_path / "copy"
     shutil.copytree(cone_folder, out)
-    shown = CliRunner().invoke(app, ["show", str(out)])
-    assert shown.exit_code == 0, shown.output
-    assert "cone half-angle" in shown.output
-    assert "kernel transition for dt = 2 steps" in shown.output
+    show_result = CliRunner().invoke(app, ["show", str(out)])
+    assert show_result.exit_code == 0, show_result.output
+    assert "cone half-angle" in show_result.output
+    assert "kernel transition for dt = 2 steps" in show_result.output
     plotted = CliRunner().invoke(app, ["plot", str(out)])
     assert plotted.exit_code == 0, plotted.output
     figures = sorted((out / "figures").glob("cone-*.png"))

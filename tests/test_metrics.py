@@ -133,8 +133,8 @@ def test_identical_batchnorm_states_have_zero_metrics() -> None:
 
 
 def test_disagreement_hand_case() -> None:
-    # Pixels (0, 1) of ten 1x1x2 images; model a predicts the larger pixel and model b
-    # the smaller, so they agree only on the three ties (argmax picks index 0).
+    # Pixels (0, 1) of ten 1x1x2 images. Model a predicts the larger pixel and model b
+    # the smaller, so they agree only on the three ties, where argmax picks index 0.
     pixels = [(1, 2), (2, 1), (3, 3), (0, 5), (5, 0), (4, 4), (7, 1), (1, 7), (9, 9), (2, 6)]
     images = torch.tensor(pixels, dtype=torch.uint8).reshape(10, 1, 1, 2)
     data = image_data(images, torch.zeros(10, dtype=torch.int64))

@@ -24,8 +24,8 @@ def default_of(dotted: str, kind: type[RunConfig] = RunConfig) -> str:
     """Return ' Default: VALUE.' for a config key, for help texts."""
     section, key = dotted.split(".")
     value = kind().to_dict()[section][key]
-    shown = ",".join(str(item) for item in value) if isinstance(value, list) else value
-    return f" Default: {shown}."
+    default_text = ",".join(str(item) for item in value) if isinstance(value, list) else value
+    return f" Default: {default_text}."
 
 
 DATA = "Data"

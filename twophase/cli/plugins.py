@@ -66,5 +66,5 @@ def plugins_command(
     blocked = blocked_plugin_names()
     if blocked:
         known = set(BUILTIN_PLUGINS) | set(installed_plugin_names())
-        shown = [name if name in known else f"{name} (no such plugin)" for name in blocked]
-        console.print(f"blocked by {BLOCK_ENVIRONMENT_VARIABLE}: {', '.join(shown)}", highlight=False)
+        labels = [name if name in known else f"{name} (no such plugin)" for name in blocked]
+        console.print(f"blocked by {BLOCK_ENVIRONMENT_VARIABLE}: {', '.join(labels)}", highlight=False)

@@ -248,10 +248,10 @@ class RunDirectory:
         saved = self.read_config()
         differences = _differences(saved.to_dict(), config.to_dict())
         if differences:
-            shown = "; ".join(f"{key}: {old!r} saved, {new!r} now" for key, old, new in differences[:3])
+            first_differences = "; ".join(f"{key}: {old!r} saved, {new!r} now" for key, old, new in differences[:3])
             more = f" and {len(differences) - 3} more" if len(differences) > 3 else ""
             raise OutputError(
-                f"output folder {str(self.path)!r} contains a run with another config ({shown}{more}); "
+                f"output folder {str(self.path)!r} contains a run with another config ({first_differences}{more}); "
                 "pass --overwrite to replace it or choose another --out"
             )
         saved_plan = self.read_plan()

@@ -58,10 +58,10 @@ def select_parameters(parameters: Sequence[str], pattern: str) -> tuple[str, ...
     patterns = [part.strip() for part in pattern.split(",") if part.strip()]
     selected = tuple(name for name in parameters if any(fnmatch.fnmatchcase(name, p) for p in patterns))
     if not selected:
-        shown = ", ".join(parameters[:5])
+        examples = ", ".join(parameters[:5])
         raise UsageError(
             f"invalid perturbation parameters {pattern!r}: no parameter name matches; "
-            f"names look like {shown}, and '*' selects all"
+            f"names look like {examples}, and '*' selects all"
         )
     return selected
 
