@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from twophase.cli.app import app
 from twophase.core.chaos import ChaosConfig
 from twophase.core.cone import ConeConfig
 from twophase.core.config import RunConfig, load_config
@@ -75,3 +78,13 @@ def small_cone_config(**overrides: Any) -> ConeConfig:
     values = dict(SMALL_CONE)
     values.update({key.replace("__", "."): value for key, value in overrides.items()})
     return load_config(None, values, kind=ConeConfig)
+
+
+@pytest.fixture(scope="session")
+def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output folder of `twophase demo`, run once for the whole session."""
+    out = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (out / "demo-output.txt").write_text(result.output, encoding="utf-8")
+    return out

@@ -8,7 +8,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 from torch import nn
 from typer.testing import CliRunner
 
@@ -19,7 +21,9 @@ from twophase.core import hookspecs
 from twophase.core.chaos import run_chaos
 from twophase.core.errors import PluginError, UnknownNameError
 from twophase.core.plugins import BUILTIN_PLUGINS, create_hooks
-from twophase.core.specs import ModelRequest, ModelSpec
+from twophase.core.specs import MetricSpec, ModelRequest, ModelSpec
+from twophase.core.state import TrainingState
+from twophase.core.store import DONE, PENDING
 from twophase.core.training import train
 
 DESIGN_HOOKS = {
@@ -50,7 +54,7 @@ def test_hookspec_has_docstring(name: str) -> None:
 
 
 def test_builtins_register_through_hooks() -> None:
-    hooks = create_hooks()
+    hooks = create_hooks(load_entry_points=False)
     plugin_names = set()
     for table in (hooks.registry.models, hooks.registry.datasets, hooks.registry.perturbations, hooks.registry.metrics):
         plugin_names |= {entry.plugin for entry in table.values()}
@@ -256,3 +260,25 @@ def test_failing_measure_names_plugin(tmp_path: Path) -> None:
     hooks = create_hooks(plugins=[Broken()])
     with pytest.raises(PluginError, match=r"failed in hook measure between parent at step 0 and twin-t0-0 at step 0: ZeroDivisionError"):
         run_chaos(small_chaos_config(chaos__t0="0", chaos__t1="0"), tmp_path, hooks=hooks)
+
+
+def test_failing_plugin_keeps_finished_columns(tmp_path: Path) -> None:
+    class LateFailure:
+        @hookimpl
+        def register_metrics(self) -> list[MetricSpec]:
+            return [MetricSpec("fragile", "a metric that fails late", "1", ("chaos",))]
+
+        @hookimpl
+        def measure(self, a: TrainingState, b: TrainingState, context: object) -> dict[str, float]:
+            if b.step >= 12:
+                raise RuntimeError("out of luck")
+            return {"fragile": 1.0}
+
+    hooks = create_hooks(plugins=[LateFailure()])
+    config = small_chaos_config(chaos__metrics=["param_cosine", "fragile"])
+    with pytest.raises(PluginError, match=r"failed in hook measure between parent at step 12 and .* at step 12: RuntimeError"):
+        run_chaos(config, tmp_path, hooks=hooks)
+    with xr.open_zarr(tmp_path / "results.zarr", consolidated=False) as store:
+        assert (store.status.sel(t1=[0, 2, 6]).values[store.t0.values[:, None] <= np.array([0, 2, 6])] == DONE).all()
+        assert (store.status.sel(t1=12).values == PENDING).all()
+        assert store["values"].sel(metric="fragile", t0=0, t1=6).item() == 1.0

@@ -1,7 +1,9 @@
 """twophase: measure the chaotic and the stable phase of neural-network training.
 
 Plugins import `hookimpl` from here to mark their hook implementations. Notebooks use
-`open_results`, `load_config`, `train` and `run_chaos`, which import torch on first use.
+`open_results`, the experiment functions (`train`, `run_chaos`, `run_cone` with
+`load_config`) and the views on results (`final_values`, `transition_step`,
+`distance_from`, `offset_curve` and others). All but `hookimpl` import on first use.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ _LAZY = {
     "train": "twophase.core.training",
     "ChaosConfig": "twophase.core.chaos",
     "run_chaos": "twophase.core.chaos",
+    "ConeConfig": "twophase.core.cone",
+    "run_cone": "twophase.core.cone",
+    "final_values": "twophase.core.analysis",
+    "control_floor": "twophase.core.analysis",
+    "transition_step": "twophase.core.analysis",
+    "kernel_distances": "twophase.core.cone.views",
+    "distance_from": "twophase.core.cone.views",
+    "offset_curve": "twophase.core.cone.views",
+    "kernel_transition_step": "twophase.core.cone.views",
 }
 
 __all__ = ["__version__", "hookimpl", "open_results", *_LAZY]

@@ -40,6 +40,8 @@ COLUMNS = {
     "disagreement": ("D", "", ".4f"),
 }
 
+TABLE_OMITS = ("param_distance", "error_barrier")
+
 OutArgument = Annotated[Path, typer.Argument(help="Output folder of a chaos or cone experiment, or its results.zarr.")]
 
 
@@ -73,10 +75,11 @@ def show_results(out: Path, threshold: float | None = None) -> None:
         return
     if threshold is None:
         threshold = float(dataset.attrs.get("transition_threshold", DEFAULT_TRANSITION_THRESHOLD))
-    metrics = [metric for metric in COLUMNS if metric in metric_names(dataset)]
-    for metric in COLUMNS:
-        if metric not in metrics:
-            logger.warning("the results store has no metric %r; leaving out its column", metric)
+    stored = metric_names(dataset)
+    # C, B and D first, then metrics of plugins. The parameter distance and the error
+    # barrier stay in the store only, so that the table fits 80 columns.
+    metrics = [metric for metric in COLUMNS if metric in stored]
+    metrics += [metric for metric in stored if metric not in COLUMNS and metric not in TABLE_OMITS]
 
     console.print(_final_table(dataset, metrics, store))
     _print_status_totals(dataset)
@@ -105,14 +108,14 @@ def _final_table(dataset: xr.Dataset, metrics: list[str], store: Path) -> Table:
     final_status = dataset["status"].isel(t1=-1, drop=True)
 
     seeds = f", mean ± std over {dataset.sizes[SEED]} seeds" if SEED in dataset.dims else ""
-    long_names = ", ".join(f"{COLUMNS[m][0]}: {dataset.metric_long_name.sel(metric=m).item()}" for m in metrics)
+    long_names = ", ".join(f"{_column(dataset, m)[0]}: {dataset.metric_long_name.sel(metric=m).item()}" for m in metrics)
     table = Table(
         title=f"parent vs twin at the last t1 = {last_t1(dataset)}{seeds} ({store})",
         caption=long_names,
     )
     table.add_column("t0", justify="right")
     for metric in metrics:
-        symbol, units, _ = COLUMNS[metric]
+        symbol, units, _ = _column(dataset, metric)
         table.add_column(symbol + units, justify="right")
     # Headers broken by hand, so that the table fits 80 columns without cutting words.
     table.add_column("perturbation\nnorm", justify="right", min_width=len("perturbation"))
@@ -125,13 +128,21 @@ def _final_table(dataset: xr.Dataset, metrics: list[str], store: Path) -> Table:
         row = [str(int(t0))]
         for metric in metrics:
             cell = final.sel(t0=t0, metric=metric)
-            row.append(_format(cell, COLUMNS[metric][2], missing, separator="\n"))
+            row.append(_format(cell, _column(dataset, metric)[2], missing, separator="\n"))
         row.append(_format(norm.sel(t0=t0), ".4e", separator="\n", spread_spec=".2e"))
         row.append(_format(changed.sel(t0=t0), ".4f", separator="\n"))
         if show_status:
             row.append(_not_done(counts[int(t0)]))
         table.add_row(*row)
     return table
+
+
+def _column(dataset: xr.Dataset, metric: str) -> tuple[str, str, str]:
+    """Return a metric's column header, its units in brackets, and its number format."""
+    if metric in COLUMNS:
+        return COLUMNS[metric]
+    units = str(dataset.metric_units.sel(metric=metric).item())
+    return metric, f" ({units})" if units and units != "1" else "", ".4g"
 
 
 def _print_status_totals(dataset: xr.Dataset) -> None:
@@ -146,7 +157,7 @@ def _print_status_totals(dataset: xr.Dataset) -> None:
 def _print_control(dataset: xr.Dataset, metrics: list[str]) -> None:
     floor = control_floor(dataset)
     values = ", ".join(
-        f"{COLUMNS[metric][0]} {_format(floor.sel(metric=metric), COLUMNS[metric][2], missing='not measured')}"
+        f"{_column(dataset, metric)[0]} {_format(floor.sel(metric=metric), _column(dataset, metric)[2], missing='not measured')}"
         for metric in metrics
     )
     console.print(

@@ -1,0 +1,1 @@
+"""An example twophase plugin package."""
