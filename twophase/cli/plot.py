@@ -1,4 +1,4 @@
-"""`twophase plot`: draw the figures of a chaos store into OUT/figures."""
+"""`twophase plot`: draw the figures of a chaos or cone store into OUT/figures."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from twophase.plugins.plots import plot_chaos, plot_cone
 
 @handle_errors
 def plot_command(out: OutArgument) -> None:
-    """Draw the heatmaps of C, B and D over (t0, t1) and the final values against t0, as PNG files.
+    """Draw the figures of a chaos or cone store as PNG files in OUT/figures.
 
-    The transition threshold drawn is the one `twophase show` recorded, or else the default.
+    Chaos: heatmaps of C, B and D over (t0, t1) and the final values against t0, with
+    the transition threshold that the experiment recorded. Cone: S over all pairs,
+    S(tau, t), S(t, t + dt) and the kernel embedding.
     """
     setup_logging(verbose=False)
     paths = draw_figures(out)
