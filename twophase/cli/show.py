@@ -1,4 +1,7 @@
-"""`twophase show`: print a chaos store's final values per t0, the noise floor and the transition step."""
+"""`twophase show`: print a chaos store's final values per t0, noise floor and transition step.
+
+A cone store gets its own table, printed by `twophase.cli.cone_table`.
+"""
 
 from __future__ import annotations
 

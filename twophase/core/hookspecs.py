@@ -95,7 +95,10 @@ def on_step(run: Run, step: int, loss: float) -> None:
 
 @hookspec
 def on_checkpoint(run: Run, step: int, state: TrainingState) -> None:
-    """Called at each step of the checkpoint grid, before anything is measured.
+    """Called at each checkpoint step, before anything is measured.
+
+    In `train`, the steps of the checkpoint grid. In chaos, every t1, once for the
+    parent and once for each twin that has not diverged.
 
     Args:
         run: the run at the checkpoint.

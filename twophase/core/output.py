@@ -1,6 +1,7 @@
-"""The output folder of a training run and its curve store.
+"""The output folder of a training run or experiment, and a training run's curve store.
 
-Layout of `OUT/`:
+Layout of a `twophase train` folder `OUT/` (experiments add `results.zarr`, `states/`,
+`kernels/`, `run/` and `figures/`):
 
 - `config.toml`: the resolved config; `twophase train --config OUT/config.toml` reruns it.
 - `run.json`: the resolved plan (steps per epoch, total steps, checkpoint steps,
