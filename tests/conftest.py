@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from twophase.cli.app import app
@@ -88,3 +90,16 @@ def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.exit_code == 0, result.output
     (out / "demo-output.txt").write_text(result.output, encoding="utf-8")
     return out
+
+
+def write_image_folder(root: Path, classes: list[str], counts: tuple[int, int], size: int) -> Path:
+    """Write random RGB PNGs of `size` x `size` in train/<class>/ and test/<class>/; return `root`."""
+    generator = np.random.default_rng(0)
+    for split, count in zip(("train", "test"), counts):
+        for label in classes:
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = generator.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    return root

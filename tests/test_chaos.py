@@ -298,7 +298,7 @@ def test_damaged_store_refused_on_resume(tmp_path: Path, reference_folder: Path,
     out = tmp_path / "copy"
     shutil.copytree(reference_folder, out)
     shutil.rmtree(out / "results.zarr" / "values")
-    with pytest.raises(OutputError, match="missing array values; rerun the experiment with --overwrite"):
+    with pytest.raises(OutputError, match="is damaged: array values is missing; move the folder aside, or rerun with --overwrite"):
         run_chaos(small_chaos_config(), out, hooks=hooks)
 
 

@@ -481,6 +481,18 @@ def test_imagefolder_sixteen_bit_png(tmp_path: Path) -> None:
     assert int(data.train_images.min()) == 255
 
 
+def test_imagefolder_sixteen_bit_png_scaled(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    save_image(root / "train" / "x" / "deep.png", 40000, mode="I;16")
+    save_image(root / "test" / "x" / "deep.png", 257, mode="I;16")
+
+    data = load("imagefolder", tmp_path / "cache", data_dir=root)
+
+    # 40000 / 257 = 155.6 rounds to 156, where Pillow's own RGB conversion would clip it to 255.
+    assert data.train_images.unique().tolist() == [156]
+    assert data.test_images.unique().tolist() == [1]
+
+
 # Image folder: cache
 
 

@@ -135,7 +135,7 @@ def test_library_model_trains_three_steps(tmp_path: Path, hooks: Hooks, model: s
     config = small_config(
         model__name=model, model__width=None, model__options={},
         data__options={"train_size": 32, "test_size": 16, "image_size": 32, "classes": 10},
-        train__length="3", train__batch_size=8, train__checkpoints="0,3",
+        train__length="3", train__batch_size=8, train__checkpoints="0,3", optimizer__milestones=[],
     )
     result = train(config, tmp_path, hooks=hooks)
     assert result.step == 3

@@ -12,6 +12,7 @@ from twophase.cli.chaos import split_list
 from twophase.cli.console import console, handle_errors, setup_logging
 from twophase.cli.progress import ProgressReporter
 from twophase.core.cone import ConeConfig, run_cone
+from twophase.core.cone.experiment import check_source_folder
 from twophase.core.config import load_config
 from twophase.core.output import CONFIG_FILE
 from twophase.core.plugins import create_hooks
@@ -49,8 +50,11 @@ def cone_command(
 ) -> None:
     """Compute the eNTK of every checkpoint of a run and compare all pairs: kernel distance S and C."""
     setup_logging(verbose)
-    if from_run is not None and config is None and (from_run / CONFIG_FILE).is_file():
-        config = from_run / CONFIG_FILE
+    if from_run is not None and config is None:
+        # The run's own config is the base, so it must be a training run's.
+        check_source_folder(from_run.expanduser().resolve())
+        if (from_run / CONFIG_FILE).is_file():
+            config = from_run / CONFIG_FILE
     overrides = {
         **run_overrides,
         "cone.from_run": str(from_run) if from_run is not None else None,

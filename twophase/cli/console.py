@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from twophase.core.errors import TwophaseError
+from twophase.core.errors import TwophaseError, is_disk_full
 
 DEBUG_ENVIRONMENT_VARIABLE = "TWOPHASE_DEBUG"
 
@@ -76,12 +76,21 @@ def handle_errors(command: F) -> F:
             print_error(str(error))
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
-            print_error("aborted")
+            print_error("interrupted; rerun the same command to resume, everything finished before is kept")
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as error:
             _print_traceback_if_debugging()
+            if is_disk_full(error):
+                print_error(
+                    f"the disk is full ({error}); free space or choose another --out, then rerun the same "
+                    "command: it resumes, and everything finished before is kept"
+                )
+                raise typer.Exit(1) from None
+            if isinstance(error, OSError):
+                print_error(f"cannot read or write a file: {error}; check the path and its permissions")
+                raise typer.Exit(1) from None
             print_error(
                 f"unexpected {type(error).__name__}: {error} "
                 f"(set {DEBUG_ENVIRONMENT_VARIABLE}=1 for the traceback and report it as a bug)"

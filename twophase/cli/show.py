@@ -32,6 +32,7 @@ from twophase.core.analysis import (
     summarize_seeds,
     transition_step,
 )
+from twophase.core.store import PARENT_DIVERGED_ATTR
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,13 @@ def show_results(out: Path, threshold: float | None = None) -> None:
 
     console.print(_final_table(dataset, metrics, store))
     _print_status_totals(dataset)
+    if PARENT_DIVERGED_ATTR in dataset.attrs:
+        console.print(
+            f"the parent's training loss became NaN or infinite ({dataset.attrs[PARENT_DIVERGED_ATTR]}); "
+            "later cells stay pending",
+            highlight=False,
+            soft_wrap=True,
+        )
     _print_control(dataset, metrics)
 
     if DEFAULT_TRANSITION_METRIC not in metrics:

@@ -16,6 +16,7 @@ import xarray as xr
 
 from twophase.core.errors import OutputError, UsageError, unknown_name
 from twophase.core.output import CURVES_STORE, RESULTS_STORE
+from twophase.core.store import require_intact
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def locate_store(out: Path) -> Path:
 
 
 def open_results(store: Path) -> xr.Dataset:
-    """Load the results store at `store` into memory and check it with `check_store`."""
+    """Load the results store at `store` into memory and check it with `find_damage` and `check_store`."""
+    require_intact(store, f"results store {str(store)!r}", "rerun the experiment with --overwrite to rewrite it")
     try:
         dataset = xr.open_zarr(store, consolidated=False).load()
     except (OSError, ValueError, KeyError) as error:

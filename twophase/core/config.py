@@ -17,12 +17,15 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tomli_w
 
 from twophase.core.errors import ConfigError, GridError
 from twophase.core.steps import Step, StepGrid
+
+if TYPE_CHECKING:
+    from twophase.core.run import RunPlan
 
 T = TypeVar("T")
 C = TypeVar("C", bound="RunConfig")
@@ -125,6 +128,13 @@ class RunConfig:
         """Check ranges and choices that do not depend on the data set; raise ConfigError."""
         validate_config(self)
 
+    def check_plan(self, plan: RunPlan) -> None:
+        """Check the settings that need the run's step counts; raise ConfigError.
+
+        A training run has none. Experiments override it for their own step settings, and
+        `make_plan` calls it before anything is trained or written.
+        """
+
 
 def load_config(
     path: str | Path | None = None, overrides: Mapping[str, Any] | None = None, kind: type[C] = RunConfig
@@ -137,13 +147,14 @@ def load_config(
     data: dict[str, Any] = {}
     if path is not None:
         data = read_toml(Path(path))
+        _refuse_write_locations(data, str(path))
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
         section, _, key = dotted.partition(".")
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
-            raise ConfigError(f"invalid config: [{section}] must be a table, got {data[section]!r}")
+            raise _section_type_error(section, data[section], str(path))
         data[section][key] = value
     return config_from_dict(data, source=str(path) if path else "command line", kind=kind)
 
@@ -162,6 +173,29 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
 
 
+# Keys that make twophase write outside the output folder, with the command-line way to
+# set them. A config file may come from someone else, so it cannot set them.
+WRITE_LOCATIONS = {
+    ("data", "cache_dir"): "pass --cache-dir or set TWOPHASE_CACHE_DIR",
+    ("data", "download"): "pass --download",
+}
+
+
+def _refuse_write_locations(data: Mapping[str, Any], source: str) -> None:
+    for (section, key), fix in WRITE_LOCATIONS.items():
+        table = data.get(section)
+        if isinstance(table, Mapping) and key in table and table[key] not in (None, False):
+            raise ConfigError(
+                f"{section}.{key} = {table[key]!r} in config file {source!r} is rejected: a config file may not "
+                f"choose where twophase writes outside --out; remove it and {fix}"
+            )
+
+
+def without_write_locations(config: C) -> C:
+    """Return the config without the keys of WRITE_LOCATIONS, as it is saved in an output folder."""
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, cache_dir=None, download=False))
+
+
 def config_from_dict(data: Mapping[str, Any], source: str = "config", kind: type[C] = RunConfig) -> C:
     """Build and validate a config of type `kind` from nested plain data; name every unknown key."""
     sections = {f.name: f.type for f in dataclasses.fields(kind)}
@@ -175,7 +209,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config", kind: type
     for name in sections:
         section_data = data.get(name, {})
         if not isinstance(section_data, Mapping):
-            raise ConfigError(f"invalid {source}: [{name}] must be a table, got {section_data!r}")
+            raise _section_type_error(name, section_data, source)
         built[name] = _build_section(hints[name], name, section_data, source)
     config = kind(**built)
     config.validate()
@@ -264,6 +298,13 @@ def _check_finite(value: Any, key: str) -> None:
     if isinstance(value, (list, tuple)):
         for item in value:
             _check_finite(item, key)
+
+
+def _section_type_error(section: str, value: Any, source: str) -> ConfigError:
+    return ConfigError(
+        f"invalid value for {section} in {source}: expected a table, got {value!r} ({type(value).__name__}); "
+        f"write its keys under a [{section}] header"
+    )
 
 
 def _type_error(key: str, value: Any, expected: str) -> ConfigError:

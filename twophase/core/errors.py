@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
+
+# ENOSPC and EDQUOT, and the text that safetensors' Rust writer puts in its own errors.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "os error 28", "StorageFull")
 
 
 class TwophaseError(Exception):
@@ -54,6 +59,18 @@ class TrainingInterrupted(TwophaseError):
     """Training stopped by SIGINT after saving a state that a rerun resumes from."""
 
     exit_code = 130
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Return True when `error`, or an error it was raised from, reports a full disk or quota."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(text in str(seen) for text in DISK_FULL_TEXTS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str], listing: str = "`twophase plugins` lists them") -> UnknownNameError:

@@ -32,10 +32,11 @@ import xarray as xr
 import zarr
 
 from twophase import __version__
-from twophase.core.config import RunConfig, config_from_dict, read_toml
+from twophase.core.config import RunConfig, config_from_dict, read_toml, without_write_locations
 from twophase.core.errors import ConfigError, OutputError, StateError
 from twophase.core.run import RunPlan
 from twophase.core.state import TrainingState, state_file_name, step_of_state_file
+from twophase.core.store import create_store, write_region
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ class RunDirectory:
                 "versions": package_versions(),
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
-            write_text_atomic(self.config_path, config.to_toml())
+            # Saved so that `--config OUT/config.toml` reruns it, which refuses write locations.
+            write_text_atomic(self.config_path, without_write_locations(config).to_toml())
             write_text_atomic(self.info_path, json.dumps(info, indent=2) + "\n")
         return existing
 
@@ -174,7 +176,7 @@ class RunDirectory:
             self.path.mkdir(parents=True, exist_ok=True)
             handle = open(self.path / LOCK_FILE, "a+")
         except OSError as error:
-            raise OutputError(f"cannot write to output folder {str(self.path)!r}: {error.strerror or error}") from None
+            raise OutputError(f"output folder {str(self.path)!r} is not writable ({error.strerror or error}); choose another --out") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -332,7 +334,7 @@ class CurveStore:
                 "config": json.dumps(config.to_dict()),
             },
         )
-        dataset.to_zarr(self.path, mode="w", consolidated=False, zarr_format=3)
+        create_store(dataset, self.path)
 
     def write_steps(self, first: int, losses: list[float], accuracies: list[float], learning_rates: list[float], fingerprints: list[str]) -> None:
         """Write the rows of steps first, first + 1, ... (steps completed, from 1)."""
@@ -347,7 +349,7 @@ class CurveStore:
                 "batch_fingerprint": ("step", np.asarray([int(f, 16) for f in fingerprints], dtype=np.uint64)),
             }
         )
-        rows.to_zarr(self.path, region=region, mode="r+", consolidated=False)
+        write_region(rows, self.path, region)
 
     def write_checkpoint(self, index: int, test_loss: float, test_accuracy: float) -> None:
         rows = xr.Dataset(
@@ -356,7 +358,7 @@ class CurveStore:
                 "test_accuracy": ("checkpoint", np.asarray([test_accuracy])),
             }
         )
-        rows.to_zarr(self.path, region={"checkpoint": slice(index, index + 1)}, mode="r+", consolidated=False)
+        write_region(rows, self.path, {"checkpoint": slice(index, index + 1)})
 
     def consolidate(self) -> None:
         """Consolidate the store's metadata once the run is complete."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from twophase.core.config import RunConfig
+from twophase.core.config import OptimizerConfig, RunConfig
 from twophase.core.data import ImageData
 from twophase.core.errors import ConfigError, GridError, PluginError, TwophaseError, UsageError
 from twophase.core.plugins import Registry
@@ -55,22 +55,19 @@ def make_plan(config: RunConfig, steps_per_epoch: int, augmentation: str, device
             f"invalid value for train.length: {config.train.length!r} is {total} steps at "
             f"{steps_per_epoch} steps per epoch; train for at least 1 step"
         )
-    milestones = _resolve(
-        "optimizer.milestones",
-        lambda: tuple(Step.parse(m).resolve(steps_per_epoch, total) for m in config.optimizer.milestones),
+    # The default schedule (80ep, 120ep) stays valid for short runs, where its milestones
+    # past the end have no effect. Milestones that the user sets must lie within training.
+    default_milestones = config.optimizer.milestones == OptimizerConfig().milestones
+    milestones = resolve_step_list(
+        "optimizer.milestones", config.optimizer.milestones, steps_per_epoch, total, allow_past_end=default_milestones
     )
     grid = _resolve("train.checkpoints", lambda: StepGrid.parse(config.train.checkpoints).resolve(steps_per_epoch, total))
 
-    if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
-        raise ConfigError(
-            f"invalid value for optimizer.milestones: {list(config.optimizer.milestones)} are steps "
-            f"{list(milestones)} at {steps_per_epoch} steps per epoch; they must be strictly increasing"
-        )
     late = [m for m in milestones if m >= total]
     if late:
         logger.info("learning-rate milestone(s) at step %s lie at or past the end of training (step %d) and have no effect", late, total)
     checkpoints = grid if grid and grid[-1] == total else (*grid, total)
-    return RunPlan(
+    plan = RunPlan(
         steps_per_epoch=steps_per_epoch,
         total_steps=total,
         checkpoints=checkpoints,
@@ -78,6 +75,31 @@ def make_plan(config: RunConfig, steps_per_epoch: int, augmentation: str, device
         augmentation=augmentation,
         device=str(device),
     )
+    config.check_plan(plan)
+    return plan
+
+
+def resolve_step_list(
+    key: str, texts: Sequence[str], steps_per_epoch: int, total_steps: int, *, allow_past_end: bool = False
+) -> tuple[int, ...]:
+    """Resolve the step values of setting `key` into steps that increase strictly and lie within training.
+
+    Raises ConfigError naming `key` when a value is malformed, the steps do not increase,
+    or (unless `allow_past_end`) a step lies past `total_steps`.
+    """
+    steps = _resolve(key, lambda: tuple(Step.parse(text).resolve(steps_per_epoch, total_steps) for text in texts))
+    if any(later <= earlier for earlier, later in zip(steps, steps[1:])):
+        raise ConfigError(
+            f"invalid value for {key}: {list(texts)} are steps {list(steps)} at {steps_per_epoch} steps "
+            "per epoch; they must be strictly increasing"
+        )
+    late = [step for step in steps if step > total_steps]
+    if late and not allow_past_end:
+        raise ConfigError(
+            f"invalid value for {key}: {list(texts)} are steps {list(steps)} at {steps_per_epoch} steps per "
+            f"epoch, and step(s) {late} lie past the end of training at step {total_steps}; lower them or train longer"
+        )
+    return steps
 
 
 def _resolve(key: str, resolve: Callable[[], T]) -> T:

@@ -110,10 +110,15 @@ class TrainingState:
 
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(temporary), metadata={"twophase": json.dumps(header)})
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        try:
+            save_file(tensors, str(temporary), metadata={"twophase": json.dumps(header)})
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            # A full disk leaves a partial temporary file; the previous file at `path` stays.
+            temporary.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path, device: torch.device | str = "cpu") -> TrainingState:

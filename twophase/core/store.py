@@ -4,12 +4,19 @@ The whole layout is written first, filled with NaN and `pending`; each finished 
 column is then written into its region, status last. A killed run therefore loses at
 most the column in progress, and a rerun resumes from `status`. Region writes skip
 the consolidated metadata, which is written once when the experiment ends.
+
+zarr writes each file under a temporary name and renames it, so a kill never leaves
+half a chunk. Every chunk is written, even one that holds only the fill value, and
+each carries a checksum: `find_damage` can then tell a deleted or truncated file from
+a cell that was never measured.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,18 +26,96 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import ZstdCodec
 
+from twophase.core.errors import OutputError
 from twophase.core.specs import MetricSpec
 
 logger = logging.getLogger(__name__)
 
 PENDING, DONE, DIVERGED, FAILED = 0, 1, 2, 3
+# Store attr set when the parent's loss became NaN or infinite: "seed S, step N".
+PARENT_DIVERGED_ATTR = "parent_diverged"
 STATUS_ATTRS = {
     "long_name": "status of the cell",
     "units": "1",
     "flag_values": [PENDING, DONE, DIVERGED, FAILED],
     "flag_meanings": "pending done diverged failed",
 }
+
+
+# zarr's default skips a chunk that holds only the fill value, and deletes one that
+# becomes so; a missing chunk would then look the same as a deleted file.
+WRITE_OPTIONS: dict[str, Any] = {"consolidated": False, "write_empty_chunks": True}
+CHECKSUMMED = ZstdCodec(level=3, checksum=True)
+# Store attr with the names of every array written at creation, so that a deleted array is found.
+ARRAY_NAMES_ATTR = "array_names"
+
+
+def create_store(dataset: xr.Dataset, path: Path) -> None:
+    """Write `dataset` as a new Zarr store at `path`, every chunk checksummed.
+
+    The store is written under `path` + `.tmp` and renamed when complete, so a kill
+    during creation leaves no store rather than one that lacks arrays.
+    """
+    encoding = {name: {"compressors": [CHECKSUMMED]} for name in dataset.variables}
+    dataset = dataset.assign_attrs({ARRAY_NAMES_ATTR: sorted(str(name) for name in dataset.variables)})
+    temporary = path.with_name(path.name + ".tmp")
+    for stale in (temporary, path):
+        if stale.exists():
+            shutil.rmtree(stale)
+    dataset.to_zarr(temporary, mode="w", zarr_format=3, encoding=encoding, **WRITE_OPTIONS)
+    os.replace(temporary, path)
+
+
+def write_region(dataset: xr.Dataset, path: Path, region: Mapping[str, slice] | None = None) -> None:
+    """Write the arrays of `dataset` into an existing store, into `region` or whole."""
+    if region is None:
+        dataset.to_zarr(path, mode="r+", **WRITE_OPTIONS)
+    else:
+        dataset.to_zarr(path, region=dict(region), mode="r+", **WRITE_OPTIONS)
+
+
+def find_damage(path: Path) -> list[str]:
+    """Describe every damaged part of the Zarr store at `path`; an empty list means intact.
+
+    Reads every array in full, so it finds metadata that does not parse, chunk files
+    that were deleted, chunks that were truncated or changed (their checksum fails), and
+    arrays whose whole folder is gone.
+    """
+    if not (path / "zarr.json").is_file():
+        return [f"its metadata file {path / 'zarr.json'} is missing"]
+    try:
+        expected = zarr.open_group(str(path), mode="r").attrs.get(ARRAY_NAMES_ATTR, [])
+    except Exception as error:  # noqa: BLE001 - any parse failure means damage
+        return [f"its metadata file {path / 'zarr.json'} is unreadable ({type(error).__name__})"]
+    damage = [f"array {name} is missing" for name in expected if not (path / name).is_dir()]
+    for folder in sorted(child for child in path.iterdir() if child.is_dir()):
+        name = folder.name
+        if not (folder / "zarr.json").is_file():
+            damage.append(f"array {name} has no metadata file")
+            continue
+        try:
+            array = zarr.open_array(store=str(path), path=name, mode="r")
+        except Exception as error:  # noqa: BLE001 - any parse failure means damage
+            damage.append(f"array {name} has unreadable metadata ({type(error).__name__})")
+            continue
+        missing = array.nchunks - array.nchunks_initialized
+        if missing:
+            damage.append(f"array {name} lacks {missing} of its {array.nchunks} chunk file(s)")
+            continue
+        try:
+            array[...]
+        except Exception as error:  # noqa: BLE001 - codecs raise RuntimeError, ValueError and others
+            damage.append(f"array {name} has a corrupt chunk ({error})")
+    return damage
+
+
+def require_intact(path: Path, name: str, fix: str) -> None:
+    """Raise OutputError naming every damaged array of the store at `path`, with `fix` as the advice."""
+    damage = find_damage(path)
+    if damage:
+        raise OutputError(f"{name} is damaged: {'; '.join(damage)}; {fix}")
 
 
 @dataclass(frozen=True)
@@ -100,8 +185,7 @@ class ResultStore:
         }
         if layout.seeds is not None:
             coords["seed"] = ("seed", np.asarray(layout.seeds, dtype=np.int64), {"long_name": "replicate seed"})
-        dataset = xr.Dataset(variables, coords=coords, attrs=_json_safe(attrs))
-        dataset.to_zarr(self.path, mode="w", consolidated=False, zarr_format=3)
+        create_store(xr.Dataset(variables, coords=coords, attrs=_json_safe(attrs)), self.path)
         self.has_seed = layout.seeds is not None
 
     def create_cone(self, layout: ConeLayout, attrs: Mapping[str, Any]) -> None:
@@ -133,8 +217,7 @@ class ResultStore:
             "component": ("component", np.arange(2, dtype=np.int64), {"long_name": "embedding component"}),
             "step": ("step", np.arange(layout.total_steps + 1, dtype=np.int64), _attrs("optimizer steps completed", "steps")),
         }
-        dataset = xr.Dataset(variables, coords=coords, attrs=_json_safe(attrs))
-        dataset.to_zarr(self.path, mode="w", consolidated=False, zarr_format=3)
+        create_store(xr.Dataset(variables, coords=coords, attrs=_json_safe(attrs)), self.path)
         self.has_seed = False
 
     def open(self) -> xr.Dataset:
@@ -155,12 +238,15 @@ class ResultStore:
             data[name] = (tuple(dims), values)
         if self.has_seed:
             full_region["seed"] = slice(seed_index, seed_index + 1)
-        xr.Dataset(data).to_zarr(self.path, region=full_region, mode="r+", consolidated=False)
+        write_region(xr.Dataset(data), self.path, full_region)
 
     def write_whole(self, variables: Mapping[str, tuple[Sequence[str], np.ndarray]]) -> None:
-        """Overwrite whole arrays of the layout with new values of the same shape."""
+        """Overwrite whole arrays of the layout with new values of the same shape, `status` last."""
         data = {name: (tuple(dims), np.asarray(values)) for name, (dims, values) in variables.items()}
-        xr.Dataset(data).to_zarr(self.path, mode="r+", consolidated=False)
+        status = data.pop("status", None)
+        write_region(xr.Dataset(data), self.path)
+        if status is not None:
+            write_region(xr.Dataset({"status": status}), self.path)
 
     def set_attrs(self, attrs: Mapping[str, Any]) -> None:
         group = zarr.open_group(str(self.path), mode="r+")

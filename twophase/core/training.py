@@ -30,6 +30,7 @@ from twophase.core.errors import (
     TwophaseError,
 )
 from twophase.core.output import CurveStore, RunDirectory
+from twophase.core.store import require_intact
 from twophase.core.plugins import Hooks, create_hooks
 from twophase.core.run import Run, RunPlan, build_model, build_optimizer, make_plan
 from twophase.core.specs import DatasetRequest
@@ -155,6 +156,7 @@ def train(
 
         state = directory.latest_state(device) if resuming else None
         if state is not None and curves.path.exists():
+            require_intact(curves.path, f"curves store {str(curves.path)!r}", "rerun with --overwrite to train again from step 0")
             run.load_state(state)
             logger.info("resuming %s from step %d", directory.path, run.step)
         else:
@@ -238,11 +240,10 @@ class _Loop:
 
         logger.info("training %s from step %d to %d of %d", self.directory.path, start_step, stop_at, plan.total_steps)
         self.hooks.on_run_start(run=run)
-        if run.step == 0 and 0 in plan.checkpoints:
-            self._checkpoint()
-
         train_seconds = 0.0
         with interrupt_flag() as interrupted:
+            if run.step == 0 and 0 in plan.checkpoints:
+                self._checkpoint()
             while run.step < stop_at:
                 started = time.perf_counter()
                 self._step()

@@ -25,7 +25,7 @@ from twophase.core.output import RESULTS_STORE, RunDirectory, package_versions
 from twophase.core.plugins import Hooks, create_hooks
 from twophase.core.run import RunPlan, build_model
 from twophase.core.steps import StepGrid
-from twophase.core.store import ChaosLayout, ResultStore
+from twophase.core.store import ChaosLayout, ResultStore, require_intact
 from twophase.core.training import prepare_run
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ def run_chaos(config: ChaosConfig, out: str | Path, *, hooks: Hooks | None = Non
     try:
         existing = directory.prepare(config, plan, config.train.deterministic, overwrite)
         if existing and store.path.exists():
-            check_store(store.open(), name=f"results store {str(store.path)!r}")
+            name = f"results store {str(store.path)!r}"
+            require_intact(store.path, name, "move the folder aside, or rerun with --overwrite to start again")
+            check_store(store.open(), name=name)
             logger.info("resuming the chaos experiment in %s", directory.path)
         else:
             layout = ChaosLayout(

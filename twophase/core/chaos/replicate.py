@@ -34,7 +34,7 @@ from twophase.core.plugins import Hooks
 from twophase.core.run import Run, RunPlan, build_model, build_optimizer
 from twophase.core.specs import MetricSpec
 from twophase.core.state import TrainingState, state_file_name
-from twophase.core.store import DIVERGED, DONE, PENDING, ResultStore
+from twophase.core.store import DIVERGED, DONE, PARENT_DIVERGED_ATTR, PENDING, ResultStore
 from twophase.core.stream import DataStream, seeded_generator
 from twophase.core.training import interrupt_flag
 
@@ -61,6 +61,7 @@ def twin_name(t0: int) -> str:
 
 
 CONTROL = "control"
+
 PARENT = "parent"
 
 
@@ -139,6 +140,8 @@ class Replicate:
         self.losses.append(loss)
         if not math.isfinite(loss):
             self._flush_losses()
+            # Columns measured so far keep their `done` status; this attr says why the rest stay pending.
+            self.store.set_attrs({PARENT_DIVERGED_ATTR: f"seed {self.config.train.init_seed}, step {self.parent.step}"})
             raise TrainingDivergedError(
                 f"the parent's training loss is {loss} at step {self.parent.step}; lower the learning rate "
                 f"(now {self.parent.learning_rate():g}) and run again with --overwrite"

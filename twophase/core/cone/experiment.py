@@ -24,7 +24,7 @@ from twophase.core.analysis import check_store
 from twophase.core.cone.config import ConeConfig
 from twophase.core.cone.views import angles_degrees, classical_mds, cone_half_angles, offset_distances
 from twophase.core.config import RunConfig
-from twophase.core.errors import PluginError, UsageError
+from twophase.core.errors import OutputError, PluginError, TrainingInterrupted, UsageError
 from twophase.core.measure import KernelSource, MeasurementContext, MeasureSettings, StateEvaluator
 from twophase.core.output import CURVES_STORE, KERNEL_FOLDER, RESULTS_STORE, RUN_FOLDER, RunDirectory, package_versions
 from twophase.core.plugins import Hooks, create_hooks
@@ -32,7 +32,7 @@ from twophase.core.run import build_model
 from twophase.core.specs import MetricSpec
 from twophase.core.state import TrainingState, state_file_name
 from twophase.core.steps import Step
-from twophase.core.store import DONE, ConeLayout, ResultStore
+from twophase.core.store import DONE, ConeLayout, ResultStore, require_intact
 from twophase.core.training import PreparedRun, prepare_run, train
 
 logger = logging.getLogger(__name__)
@@ -90,15 +90,20 @@ def run_cone(config: ConeConfig, out: str | Path, *, hooks: Hooks | None = None,
             explicit = dataclasses.replace(config.train, checkpoints=",".join(str(step) for step in steps))
             train(_run_config(dataclasses.replace(config, train=explicit)), run_folder, hooks=hooks)
 
-        if store.path.exists():
-            check_store(store.open(), name=f"results store {str(store.path)!r}")
-        else:
+        if not _usable(store):
             layout = ConeLayout(steps=steps, metrics=metrics, dts=dts, total_steps=plan.total_steps)
             store.create_cone(layout, _store_attrs(config, prepared, kernels, source))
         context = _context(config, prepared, model, kernels, metrics)
         states = [_load_state(run_folder, step, prepared.device) for step in steps]
-        _kernels(states, context, directory.path / KERNEL_FOLDER, config)
-        _compare_pairs(states, hooks, context, metrics, store, steps, dts, run_folder)
+        try:
+            _kernels(states, context, directory.path / KERNEL_FOLDER, config)
+            _compare_pairs(states, hooks, context, metrics, store, steps, dts, run_folder)
+        except KeyboardInterrupt:
+            saved = len(list((directory.path / KERNEL_FOLDER).glob("*.safetensors")))
+            raise TrainingInterrupted(
+                f"interrupted with {saved} of {len(states)} eNTKs saved in {str(directory.path / KERNEL_FOLDER)!r}; "
+                "rerun the same command to resume"
+            ) from None
         # Counted by the context's cache, so a kernel computed again for a pair would show.
         computed = context.computations.get(KERNEL_SUMMARY, 0)
         store.consolidate()
@@ -110,16 +115,43 @@ def run_cone(config: ConeConfig, out: str | Path, *, hooks: Hooks | None = None,
     return ConeResult(out=directory.path, store=store.path, seconds=seconds, kernels_computed=computed)
 
 
-def check_source_run(folder: Path, config: ConeConfig) -> None:
-    """Check that `folder` is a finished `twophase train` run with the config's model and data."""
+def _usable(store: ResultStore) -> bool:
+    """Return True when the store exists and is intact; warn when it is damaged.
+
+    Every value of a cone store is derived from the saved states and eNTKs, so a damaged
+    store is written again rather than refused.
+    """
+    if not store.path.exists():
+        return False
+    name = f"results store {str(store.path)!r}"
+    try:
+        require_intact(store.path, name, "writing it again from the saved states and eNTKs")
+        check_store(store.open(), name=name)
+    except OutputError as error:
+        logger.warning("%s", error)
+        return False
+    return True
+
+
+def check_source_folder(folder: Path) -> RunDirectory:
+    """Check that `folder` is the output folder of a `twophase train` run; return it."""
     if not folder.is_dir():
         raise UsageError(f"run folder {str(folder)!r} given as --from not found; pass the --out folder of a `twophase train` run")
     directory = RunDirectory(folder)
     if not directory.info_path.is_file():
-        raise UsageError(f"{str(folder)!r} given as --from is not a `twophase train` run folder (no run.json)")
+        raise UsageError(
+            f"{str(folder)!r} given as --from is not a `twophase train` run folder (no run.json); "
+            "pass the --out folder of a `twophase train` run"
+        )
     kind = directory.read_info().get("kind")
     if kind != "train":
         raise UsageError(f"{str(folder)!r} given as --from contains a {kind} run; pass a `twophase train` run")
+    return directory
+
+
+def check_source_run(folder: Path, config: ConeConfig) -> None:
+    """Check that `folder` is a finished `twophase train` run with the config's model and data."""
+    directory = check_source_folder(folder)
     saved = directory.read_config()
     differences = [
         f"{section}.{key}: {value!r} in the run, {getattr(getattr(config, section), key)!r} here"

@@ -16,6 +16,11 @@ from twophase.core.errors import DataError
 # torchvision 0.29 warns on every decode call that its decoders are deprecated.
 TORCHVISION_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Pillow's modes of 16-bit greyscale PNGs, which its RGB conversion clips at 255.
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I"})
+
 
 def decode_images(
     paths: Sequence[Path], reference: tuple[Path, tuple[int, ...]] | None = None
@@ -40,13 +45,18 @@ def decode_images(
 
         for index, path in enumerate(paths):
             data = read_image_bytes(path)
-            encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            try:
-                image = decode_image(encoded, mode=ImageReadMode.RGB)
-            except RuntimeError:
-                # torchvision decodes JPEG, PNG, WebP and GIF only. Pillow decodes BMP and
-                # gives a readable error for the files that neither library can decode.
+            if data.startswith(PNG_SIGNATURE):
+                # torchvision 0.29.1 ends the process with SIGSEGV, instead of raising, when
+                # libpng finds corrupt data in the rows of a PNG, so Pillow decodes PNGs.
                 image = decode_with_pillow(path, data)
+            else:
+                encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                try:
+                    image = decode_image(encoded, mode=ImageReadMode.RGB)
+                except RuntimeError:
+                    # torchvision decodes JPEG, PNG, WebP and GIF only. Pillow decodes BMP and
+                    # gives a readable error for the files that neither library can decode.
+                    image = decode_with_pillow(path, data)
             image = to_uint8(image)
 
             if reference is None:
@@ -77,15 +87,22 @@ def read_image_bytes(path: Path) -> bytes:
 
 
 def decode_with_pillow(path: Path, data: bytes) -> torch.Tensor:
-    """Decode with Pillow to (3, H, W) uint8, raising DataError when Pillow cannot either."""
+    """Decode with Pillow to (3, H, W), uint8 or int32 for 16-bit greyscale; raise DataError on failure."""
     try:
         with Image.open(io.BytesIO(data)) as opened:
-            pixels = np.asarray(opened.convert("RGB"))
+            if opened.mode in SIXTEEN_BIT_MODES:
+                # Kept 16-bit here so that `to_uint8` scales it like torchvision's PNG decoder.
+                grey = np.asarray(opened, dtype=np.int32)
+                pixels = np.repeat(grey[:, :, None], 3, axis=2)
+            else:
+                # NOTE: Pillow keeps the high byte of 16-bit colour PNGs, which can differ
+                # by one level from the rounding of `to_uint8`.
+                pixels = np.asarray(opened.convert("RGB"))
     except UnidentifiedImageError as error:
         raise DataError(
             f"cannot decode image {path}: not a known image format; replace or delete the file"
         ) from error
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
         raise DataError(
             f"cannot decode image {path} ({error}): the file is corrupt; replace or delete it"
         ) from error
@@ -93,11 +110,11 @@ def decode_with_pillow(path: Path, data: bytes) -> torch.Tensor:
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """Scale a 16-bit image, which torchvision returns for 16-bit PNGs, down to uint8."""
+    """Scale a 16-bit image, such as a 16-bit greyscale PNG, down to uint8."""
     if image.dtype == torch.uint8:
         return image
     # 65535 / 257 = 255, so this maps the full 16-bit range onto the full 8-bit range.
-    return (image.to(torch.float32) / 257.0).round().to(torch.uint8)
+    return (image.to(torch.float32) / 257.0).round().clamp(0, 255).to(torch.uint8)
 
 
 def size_mismatch_error(

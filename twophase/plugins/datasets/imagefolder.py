@@ -28,7 +28,7 @@ TENSOR_NAMES = {f"{split}_{kind}" for split in SPLITS for kind in ("images", "la
 
 # Part of the cache key: raise it whenever decoding or the file layout changes, so that
 # caches written by older code are rebuilt.
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"
 
 
 @dataclass(frozen=True)
