@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from twophase.core.config import load_config
+from twophase.core.chaos import ChaosConfig
+from twophase.core.cone import ConeConfig
+from twophase.core.config import RunConfig, load_config
 from twophase.core.plugins import create_plugin_manager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +36,8 @@ def test_readme_test_command_matches_ci() -> None:
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples" / "configs").glob("*.toml")), ids=lambda p: p.name)
 def test_example_config_loads(path: Path) -> None:
-    config = load_config(path)
+    kinds = {"chaos": ChaosConfig, "cone": ConeConfig}
+    config = load_config(path, kind=kinds.get(path.stem.rsplit("-", 1)[-1], RunConfig))
     text = path.read_text(encoding="utf-8")
     assert f"--config examples/configs/{path.name}" in text
     assert f'name = "{config.model.name}"' in text
