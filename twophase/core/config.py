@@ -147,7 +147,7 @@ def load_config(
     data: dict[str, Any] = {}
     if path is not None:
         data = read_toml(Path(path))
-        _refuse_write_locations(data, str(path))
+        _reject_write_locations(data, str(path))
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -181,7 +181,7 @@ WRITE_LOCATIONS = {
 }
 
 
-def _refuse_write_locations(data: Mapping[str, Any], source: str) -> None:
+def _reject_write_locations(data: Mapping[str, Any], source: str) -> None:
     for (section, key), fix in WRITE_LOCATIONS.items():
         table = data.get(section)
         if isinstance(table, Mapping) and key in table and table[key] not in (None, False):

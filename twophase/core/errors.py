@@ -6,7 +6,8 @@ import difflib
 import errno
 from collections.abc import Iterable
 
-# ENOSPC and EDQUOT, and the text that safetensors' Rust writer puts in its own errors.
+# ENOSPC and EDQUOT, and the texts of Rust's I/O errors, which safetensors wraps in its own
+# exception type. NOTE: the tests raise OSError; a real full disk under safetensors was not observed.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "os error 28", "StorageFull")
 

@@ -44,8 +44,8 @@ STATUS_ATTRS = {
 }
 
 
-# zarr's default skips a chunk that holds only the fill value, and deletes one that
-# becomes so; a missing chunk would then look the same as a deleted file.
+# By default zarr skips a chunk that holds only the fill value and deletes one that
+# becomes so. A missing chunk would then look the same as a deleted file.
 WRITE_OPTIONS: dict[str, Any] = {"consolidated": False, "write_empty_chunks": True}
 CHECKSUMMED = ZstdCodec(level=3, checksum=True)
 # Store attr with the names of every array written at creation, so that a deleted array is found.

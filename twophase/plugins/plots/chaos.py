@@ -171,8 +171,8 @@ def _final_figure(dataset: xr.Dataset, metrics: list[str], threshold: float) -> 
         axes.set_xlabel("t0 (steps)")
         axes.set_ylabel(metric_label(dataset, metric))
         axes.set_title(f"{SYMBOLS.get(metric, metric)} at the last t1", fontsize=10)
-        # Early t0 have the large values, so the upper right corner is usually empty.
-        axes.legend(fontsize=8, loc="upper right")
+        # Where the values are depends on the run, so matplotlib picks the emptiest corner.
+        axes.legend(fontsize=8, loc="best")
     return figure
 
 
