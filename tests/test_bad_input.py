@@ -221,9 +221,10 @@ def test_default_dt_allowed_past_end(tmp_path: Path) -> None:
         ("chaos", ["--eps", "-1e-7"], ["chaos.eps: -1e-07 must be zero or positive"]),
         ("chaos", ["--eps", "nan"], ["chaos.eps: nan is not a finite number"]),
         ("chaos", ["--eps", "inf"], ["chaos.eps: inf is not a finite number"]),
-        ("chaos", ["--alpha-points", "1"], ["chaos.alpha_points: 1 must be at least 2 (0 and 1)"]),
-        ("chaos", ["--alpha-points", "0"], ["chaos.alpha_points: 0 must be at least 2"]),
-        ("chaos", ["--alpha-points", "-3"], ["chaos.alpha_points: -3 must be at least 2"]),
+        ("chaos", ["--alpha-points", "1"], ["chaos.alpha_points: 1 must be from 2 (0 and 1) to 1001"]),
+        ("chaos", ["--alpha-points", "0"], ["chaos.alpha_points: 0 must be from 2"]),
+        ("chaos", ["--alpha-points", "-3"], ["chaos.alpha_points: -3 must be from 2"]),
+        ("chaos", ["--alpha-points", "100000000"], ["chaos.alpha_points: 100000000 must be from 2 (0 and 1) to 1001"]),
         ("chaos", ["--bn-batches", "-1"], ["chaos.bn_batches: -1 cannot be negative"]),
         ("chaos", ["--test-subset", "-1"], ["chaos.test_subset: -1 cannot be negative"]),
         ("cone", ["--ntk-samples", "0"], ["ntk.samples: 0 must be positive"]),
@@ -274,7 +275,7 @@ def test_bad_epochs_rejected(tmp_path: Path, value: str, fragments: list[str]) -
         ("chaos", "[chaos]\neps = inf\n", ["chaos.eps: inf is not a finite number"]),
         ("chaos", "[chaos]\ntransition_threshold = nan\n", ["chaos.transition_threshold: nan is not a finite number"]),
         ("chaos", "[chaos]\ntransition_threshold = 0.0\n", ["chaos.transition_threshold: 0.0 must be positive"]),
-        ("chaos", "[chaos]\nalpha_points = 1\n", ["chaos.alpha_points: 1 must be at least 2"]),
+        ("chaos", "[chaos]\nalpha_points = 1\n", ["chaos.alpha_points: 1 must be from 2"]),
         ("cone", "[ntk]\nsamples = 0\n", ["ntk.samples: 0 must be positive"]),
         ("cone", "[ntk]\nmemory = -1\n", ["ntk.memory: -1 must be positive"]),
     ],
@@ -309,12 +310,12 @@ def test_bad_number_in_config_file(tmp_path: Path, command: str, text: str, frag
         ("train", '[optimizer]\nlr = "fast"\n', ["optimizer.lr: expected a number, got 'fast' (str)"]),
         ("train", "[optimizer]\nnesterov = 1\n", ["optimizer.nesterov: expected true or false, got 1 (int)"]),
         ("train", "[train]\nlength = 1.5\n", ["train.length: expected a number of steps such as 300 or a string such as '5ep', got 1.5"]),
-        ("train", "[train]\ncheckpoints = [0, 4]\n", ["train.checkpoints: expected a string, got [0, 4] (list)"]),
+        ("train", "[train]\ncheckpoints = [0, 4]\n", ["train.checkpoints: expected a number of steps such as 300 or a string such as '5ep', got [0, 4] (list)"]),
         ("train", "[model]\nwidth = 2.0\n", ["model.width: expected an integer, got 2.0 (float)"]),
         ("train", "[model]\noptions = 3\n", ["model.options: expected a table, got 3 (int)"]),
         ("chaos", "[chaos]\nmetrics = [1]\n", ["chaos.metrics: expected a string, got 1 (int)"]),
         ("chaos", "[chaos]\nseeds = [0, 1.5]\n", ["chaos.seeds: expected an integer, got 1.5 (float)"]),
-        ("chaos", "[chaos]\nt0 = 0\n", ["chaos.t0: expected a string, got 0 (int)"]),
+        ("chaos", "[chaos]\nt0 = [0]\n", ["chaos.t0: expected a number of steps such as 300 or a string such as '5ep', got [0] (list)"]),
         ("cone", "[cone]\ndts = 2.5\n", ["cone.dts: expected a list, got 2.5 (float)"]),
         ("cone", "[cone]\ndts = [2.5]\n", ["cone.dts: expected a number of steps such as 300 or a string such as '5ep', got 2.5"]),
     ],
@@ -515,7 +516,7 @@ def test_from_incomplete_run(tmp_path: Path, folders: dict[str, Path]) -> None:
     result = invoke("cone", "--from", partial, *TINY_CONE, "--out", tmp_path / "out")
     assert_one_line_error(
         result, USAGE,
-        [f"run '{partial}' given as --from is incomplete", "checkpoint(s) [8] of 3 are missing", f"finish it with `twophase train --config {partial / 'config.toml'} --out {partial}`"],
+        [f"run '{partial}' given as --from is incomplete", "checkpoint(s) [8] of 3 are missing or damaged", f"finish or repair it with `twophase train --config {partial / 'config.toml'} --out {partial}`"],
     )
 
 

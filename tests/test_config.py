@@ -172,3 +172,12 @@ def test_list_as_comma_string(tmp_path: Path) -> None:
 def test_non_integer_in_list_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="chaos.seeds: 'x' in the list is not an integer"):
         load_config(write(tmp_path, '[chaos]\nseeds = "0,x"\n'), kind=ChaosConfig)
+
+
+def test_integer_grids_accepted_in_toml(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[train]\nlength = 40\ncheckpoints = 10\n[chaos]\nt0 = 0\nt1 = 40\n", encoding="utf-8")
+    config = load_config(path, kind=ChaosConfig)
+    assert config.train.checkpoints == "10"
+    assert config.chaos.t0 == "0"
+    assert config.chaos.t1 == "40"

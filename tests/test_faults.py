@@ -33,6 +33,7 @@ from twophase.core.chaos import run_chaos
 from twophase.core.cone import run_cone
 from twophase.core.errors import OutputError, TrainingDivergedError
 from twophase.core.plugins import create_hooks
+from twophase.core.state import state_file_name
 from twophase.core.store import DONE, PENDING
 from twophase.core.training import train
 
@@ -413,3 +414,42 @@ def test_parent_nan_on_cli_names_step_and_fix(tmp_path: Path, command: str) -> N
     assert result.exit_code == 1, result.output
     error = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "at step" in error[0] and "lower the learning rate" in error[0], result.output
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_damaged_checkpoint_written_again(tmp_path: Path, references: dict[str, Path], damage: str) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(references["train"], out)
+    checkpoint = out / "checkpoints" / state_file_name(4)
+    if damage == "deleted":
+        checkpoint.unlink()
+    else:
+        checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(small_config().to_toml(), encoding="utf-8")
+    result = CliRunner().invoke(app, _cli("train", config_file, out))
+    assert result.exit_code == 0, result.output
+    assert "checkpoint(s) at step(s) 4 are missing or damaged; training again from step 0" in result.output
+    assert_outputs_equal("train", out, references["train"])
+
+
+def test_from_run_with_damaged_curves_rejected(tmp_path: Path, references: dict[str, Path]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(references["train"], run)
+    _delete_chunk(run / "curves.zarr", "train_loss")
+    result = CliRunner().invoke(app, ["cone", "--from", str(run), "--ntk-samples", "8", "--dts", "4", "--out", str(tmp_path / "cone")])
+    assert result.exit_code == 1, result.output
+    assert "curves store of the run" in result.output
+    assert "array train_loss lacks 1 of its 1 chunk file(s)" in result.output
+    assert "--overwrite" in result.output
+
+
+def test_show_names_missing_store_metadata(tmp_path: Path, references: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(references["chaos"], out)
+    (out / "results.zarr" / "zarr.json").unlink()
+    for command in ("show", "plot"):
+        result = CliRunner().invoke(app, [command, str(out)])
+        assert result.exit_code == 1, result.output
+        assert "is damaged: its metadata file" in result.output

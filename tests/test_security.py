@@ -48,8 +48,8 @@ def test_planted_checkpoint_is_not_unpickled(tmp_path: Path) -> None:
     config = tmp_path / "cone.toml"
     config.write_text(small_cone_config(train__checkpoints="every:4", cone__dts=[]).to_toml(), encoding="utf-8")
     result = _invoke("cone", "--config", config, "--from", run, "--out", tmp_path / "cone", "--no-progress")
-    assert result.exit_code == 1, result.output
-    assert state_file_name(4) in result.output
+    assert result.exit_code == 2, result.output
+    assert "checkpoint(s) [4] of 4 are missing or damaged" in result.output
     assert not marker.exists()
 
 

@@ -148,7 +148,7 @@ def test_diverging_loss_names_step(tmp_path: Path, hooks: Hooks) -> None:
     config = small_config(
         model__name="mlp", model__options={"depth": 1}, optimizer__lr=1e12, optimizer__momentum=0.0,
     )
-    with pytest.raises(TrainingDivergedError, match=r"at step \d+ of run \S+; lower the learning rate"):
+    with pytest.raises(TrainingDivergedError, match=r"at step \d+ of the run in '.*'; lower the learning rate"):
         train(config, tmp_path, hooks=hooks)
 
 

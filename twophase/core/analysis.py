@@ -51,7 +51,8 @@ def locate_store(out: Path) -> Path:
         raise OutputError(f"output folder {str(out)!r} not found; pass the output folder of a chaos or cone experiment")
     if (out / "zarr.json").is_file():
         return out
-    if (out / RESULTS_STORE / "zarr.json").is_file():
+    if (out / RESULTS_STORE).is_dir():
+        # `open_results` names what is damaged when the store's own metadata is missing.
         return out / RESULTS_STORE
     if (out / CURVES_STORE).is_dir():
         raise OutputError(

@@ -254,7 +254,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"invalid value for {key}: {value!r} is not a finite number")
         return float(value)
     if annotation is str:
-        # Lengths and milestones may be written as plain integers (steps) in TOML.
+        # Steps and step grids may be written as plain integers in TOML.
         if isinstance(value, int) and not isinstance(value, bool) and key in _STEP_KEYS:
             return str(value)
         if not isinstance(value, str):
@@ -286,7 +286,8 @@ def _integer_item(text: str, key: str) -> int:
         raise ConfigError(f"invalid value for {key}: {text!r} in the list is not an integer") from None
 
 
-_STEP_KEYS = {"train.length", "optimizer.milestones", "cone.dts", "cone.taus"}
+# Keys whose values are steps or step grids, so that a plain integer such as 300 is accepted.
+_STEP_KEYS = {"train.length", "train.checkpoints", "optimizer.milestones", "cone.dts", "cone.taus", "chaos.t0", "chaos.t1"}
 
 
 def _check_finite(value: Any, key: str) -> None:

@@ -23,6 +23,7 @@ import os
 import platform
 import shutil
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,7 +36,7 @@ from twophase import __version__
 from twophase.core.config import RunConfig, config_from_dict, read_toml, without_write_locations
 from twophase.core.errors import ConfigError, OutputError, StateError
 from twophase.core.run import RunPlan
-from twophase.core.state import TrainingState, state_file_name, step_of_state_file
+from twophase.core.state import TrainingState, is_readable_state, state_file_name, step_of_state_file
 from twophase.core.store import create_store, write_region
 
 logger = logging.getLogger(__name__)
@@ -226,16 +227,22 @@ class RunDirectory:
         steps = (step_of_state_file(path) for path in directory.iterdir())
         return sorted(step for step in steps if step is not None)
 
-    def latest_state(self, device: Any) -> TrainingState | None:
-        """Load the latest readable state among checkpoints and resume states."""
+    def latest_state(self, device: Any, before: int | None = None) -> TrainingState | None:
+        """Load the latest readable state among checkpoints and resume states, earlier than step `before` if given."""
         candidates = [(step, self.checkpoint_path(step)) for step in self.saved_steps(CHECKPOINT_FOLDER)]
         candidates += [(step, self.resume_path(step)) for step in self.saved_steps(RESUME_FOLDER)]
+        if before is not None:
+            candidates = [(step, path) for step, path in candidates if step < before]
         for step, path in sorted(candidates, reverse=True):
             try:
                 return TrainingState.load(path, device=device)
             except StateError as error:
                 logger.warning("skipping damaged state at step %d: %s", step, error)
         return None
+
+    def unreadable_checkpoints(self, steps: Iterable[int]) -> list[int]:
+        """Return the steps among `steps` whose checkpoint file is missing or damaged."""
+        return [step for step in steps if not is_readable_state(self.checkpoint_path(step))]
 
     def remove_resume_states(self) -> None:
         """Delete the states saved only for resuming, once the run is complete."""

@@ -156,6 +156,19 @@ class TrainingState:
         )
 
 
+def is_readable_state(path: Path) -> bool:
+    """Return True when `path` is a safetensors file with a twophase header and all its bytes.
+
+    Reads only the header, which safetensors checks against the file's size, so a missing
+    or truncated file is found; changed bytes inside the tensors are not.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return "twophase" in (handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
 def state_file_name(step: int) -> str:
     """Return the file name of the state at `step`; zero-padded so names sort by step."""
     return f"step-{step:09d}.safetensors"

@@ -155,6 +155,16 @@ def train(
         curves = CurveStore(directory.curves_path)
 
         state = directory.latest_state(device) if resuming else None
+        if state is not None:
+            # A checkpoint before the latest state that was deleted or damaged since is
+            # written again by training from the state before it.
+            damaged = directory.unreadable_checkpoints(step for step in plan.checkpoints if step <= state.step)
+            if damaged:
+                state = directory.latest_state(device, before=damaged[0])
+                logger.warning(
+                    "checkpoint(s) at step(s) %s are missing or damaged; training again from step %d to write them",
+                    ", ".join(map(str, damaged[:10])), state.step if state is not None else 0,
+                )
         if state is not None and curves.path.exists():
             require_intact(curves.path, f"curves store {str(curves.path)!r}", "rerun with --overwrite to train again from step 0")
             run.load_state(state)
@@ -282,7 +292,7 @@ class _Loop:
             self._flush_rows()
             self.curves.consolidate()
             raise TrainingDivergedError(
-                f"training loss is {loss} at step {run.step} of run {run.name}; "
+                f"training loss is {loss} at step {run.step} of the run in {str(self.directory.path)!r}; "
                 f"lower the learning rate (now {learning_rate:g}) and train again with --overwrite"
             )
         self.hooks.on_step(run=run, step=run.step, loss=loss)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from twophase.core.config import MAX_SEED, NtkSettings, RunConfig, parse_setting, require, with_help
 from twophase.core.steps import StepGrid
 
+MAX_ALPHA_POINTS = 1001
 DEFAULT_METRICS = ("param_cosine", "param_distance", "loss_barrier", "error_barrier", "disagreement")
 
 
@@ -47,7 +48,10 @@ class ChaosConfig(RunConfig):
             chaos.eps > 0 or chaos.perturbation == "none", "chaos.eps", chaos.eps,
             "must be positive unless the perturbation is none",
         )
-        require(chaos.alpha_points >= 2, "chaos.alpha_points", chaos.alpha_points, "must be at least 2 (0 and 1)")
+        require(
+            2 <= chaos.alpha_points <= MAX_ALPHA_POINTS, "chaos.alpha_points", chaos.alpha_points,
+            f"must be from 2 (0 and 1) to {MAX_ALPHA_POINTS}, since each point evaluates the test set once per twin and t1",
+        )
         require(chaos.bn_batches >= 0, "chaos.bn_batches", chaos.bn_batches, "cannot be negative")
         require(chaos.test_subset >= 0, "chaos.test_subset", chaos.test_subset, "cannot be negative")
         require(0 <= chaos.perturbation_seed < MAX_SEED, "chaos.perturbation_seed", chaos.perturbation_seed, "must lie in [0, 2**63)")

@@ -165,13 +165,17 @@ def check_source_run(folder: Path, config: ConeConfig) -> None:
             "leave those options out or pass a matching run"
         )
     plan = directory.read_plan()
-    saved_steps = set(directory.saved_steps())
-    missing = [step for step in plan.checkpoints if step not in saved_steps]
+    rerun = f"twophase train --config {folder / 'config.toml'} --out {folder}"
+    missing = directory.unreadable_checkpoints(plan.checkpoints)
     if missing:
         raise UsageError(
             f"run {str(folder)!r} given as --from is incomplete: checkpoint(s) {missing[:5]} of {len(plan.checkpoints)} "
-            f"are missing; finish it with `twophase train --config {folder / 'config.toml'} --out {folder}`"
+            f"are missing or damaged; finish or repair it with `{rerun}`"
         )
+    require_intact(
+        folder / CURVES_STORE, f"curves store of the run {str(folder)!r} given as --from",
+        f"train the run again with `{rerun} --overwrite`",
+    )
 
 
 def _with_offsets(checkpoints: tuple[int, ...], dts: tuple[int, ...], total: int) -> tuple[int, ...]:
