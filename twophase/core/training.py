@@ -367,3 +367,25 @@ def interrupt_flag() -> Iterator[threading.Event]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt for the duration, for work that may stop anywhere.
+
+    A process started with SIGINT ignored, such as a background job of a script, keeps
+    ignoring it, and SIGTERM ends a process without a message. Here both raise, like Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

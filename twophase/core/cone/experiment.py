@@ -33,7 +33,7 @@ from twophase.core.specs import MetricSpec
 from twophase.core.state import TrainingState, state_file_name
 from twophase.core.steps import Step
 from twophase.core.store import DONE, ConeLayout, ResultStore, require_intact
-from twophase.core.training import PreparedRun, prepare_run, train
+from twophase.core.training import PreparedRun, prepare_run, signals_interrupt, train
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +96,9 @@ def run_cone(config: ConeConfig, out: str | Path, *, hooks: Hooks | None = None,
         context = _context(config, prepared, model, kernels, metrics)
         states = [_load_state(run_folder, step, prepared.device) for step in steps]
         try:
-            _kernels(states, context, directory.path / KERNEL_FOLDER, config)
-            _compare_pairs(states, hooks, context, metrics, store, steps, dts, run_folder)
+            with signals_interrupt():
+                _kernels(states, context, directory.path / KERNEL_FOLDER, config)
+                _compare_pairs(states, hooks, context, metrics, store, steps, dts, run_folder)
         except KeyboardInterrupt:
             saved = len(list((directory.path / KERNEL_FOLDER).glob("*.safetensors")))
             raise TrainingInterrupted(
