@@ -260,16 +260,16 @@ def test_full_disk_during_store_write(
 
     store = "curves.zarr" if command == "train" else "results.zarr"
     reference = xr.open_zarr(references[command] / store, consolidated=False).load()
-    kept = xr.open_zarr(out / store, consolidated=False).load()
+    partial = xr.open_zarr(out / store, consolidated=False).load()
     if command == "chaos":
-        done = kept.status.values == DONE
+        done = partial.status.values == DONE
         assert done.any()
-        assert (kept.status.values == PENDING).any()
-        assert np.array_equal(kept["values"].values[done], reference["values"].values[done])
+        assert (partial.status.values == PENDING).any()
+        assert np.array_equal(partial["values"].values[done], reference["values"].values[done])
     else:
-        written = np.isfinite(kept.train_loss.values)
+        written = np.isfinite(partial.train_loss.values)
         assert 0 < written.sum() < written.size
-        assert np.array_equal(kept.train_loss.values[written], reference.train_loss.values[written])
+        assert np.array_equal(partial.train_loss.values[written], reference.train_loss.values[written])
 
     monkeypatch.setattr(zarr_local, "_put", full.original)
     resumed = CliRunner().invoke(app, _cli(command, config_file, out))
@@ -355,9 +355,9 @@ def test_damaged_cone_store_is_written_again(tmp_path: Path, references: dict[st
     out = tmp_path / "out"
     shutil.copytree(references["cone"], out)
     _truncate_chunk(out / "results.zarr", "kernel_norm")
-    shown = CliRunner().invoke(app, ["show", str(out)])
-    assert shown.exit_code == 1, shown.output
-    assert "is damaged: array kernel_norm has a corrupt chunk" in shown.output
+    table = CliRunner().invoke(app, ["show", str(out)])
+    assert table.exit_code == 1, table.output
+    assert "is damaged: array kernel_norm has a corrupt chunk" in table.output
 
     # The CLI's logging set-up stops propagation, so the test listens on twophase's logger itself.
     records: list[logging.LogRecord] = []
@@ -401,9 +401,9 @@ def test_parent_nan_stops_chaos_and_keeps_measured_columns(tmp_path: Path) -> No
     t1 = list(store.t1.values)
     assert (store.status.sel(t1=[t for t in t1 if t <= 6]).values[store.t0.values[:, None] <= np.array([t for t in t1 if t <= 6])] == DONE).all()
     assert (store.status.sel(t1=[12, 24]).values == PENDING).all()
-    shown = CliRunner().invoke(app, ["show", str(tmp_path)])
-    assert shown.exit_code == 0, shown.output
-    assert "became NaN or infinite (seed 0, step 8)" in shown.output
+    table = CliRunner().invoke(app, ["show", str(tmp_path)])
+    assert table.exit_code == 0, table.output
+    assert "became NaN or infinite (seed 0, step 8)" in table.output
 
 
 @pytest.mark.parametrize("command", ["train", "chaos", "cone"])
@@ -413,7 +413,9 @@ def test_parent_nan_on_cli_names_step_and_fix(tmp_path: Path, command: str) -> N
     result = CliRunner().invoke(app, _cli(command, config_file, tmp_path / "out"))
     assert result.exit_code == 1, result.output
     error = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and "at step" in error[0] and "lower the learning rate" in error[0], result.output
+    assert len(error) == 1, result.output
+    assert "at step" in error[0]
+    assert "lower the learning rate" in error[0]
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])

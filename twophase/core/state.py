@@ -159,8 +159,8 @@ class TrainingState:
 def is_readable_state(path: Path) -> bool:
     """Return True when `path` is a safetensors file with a twophase header and all its bytes.
 
-    Reads only the header, which safetensors checks against the file's size, so a missing
-    or truncated file is found; changed bytes inside the tensors are not.
+    Reads only the header, which safetensors checks against the file's size. A missing or
+    truncated file is therefore found, but changed bytes inside the tensors are not.
     """
     try:
         with safe_open(str(path), framework="pt") as handle:

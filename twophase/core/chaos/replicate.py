@@ -140,7 +140,7 @@ class Replicate:
         self.losses.append(loss)
         if not math.isfinite(loss):
             self._flush_losses()
-            # Columns measured so far keep their `done` status; this attr says why the rest stay pending.
+            # Columns measured so far keep their `done` status, and this attr records why the rest stay pending.
             self.store.set_attrs({PARENT_DIVERGED_ATTR: f"seed {self.config.train.init_seed}, step {self.parent.step}"})
             raise TrainingDivergedError(
                 f"the parent's training loss is {loss} at step {self.parent.step}; lower the learning rate "
